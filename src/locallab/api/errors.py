@@ -1,0 +1,124 @@
+"""One table maps domain exceptions to HTTP statuses; every error body is `{"detail": "..."}`.
+
+Handlers are looked up along the exception's MRO, so a subclass inherits its parent's status unless
+the table names it. Anything not in the table is a bug: 500 with the request id, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from locallab.api.cancellation import ClientDisconnected
+from locallab.errors import (
+    EngineError,
+    InvalidRequestError,
+    LocalLabError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelNotLoadedError,
+    NoModelLoadedError,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_FOR: dict[type[LocalLabError], int] = {
+    InvalidRequestError: 400,
+    ModelLoadError: 400,
+    ModelNotFoundError: 404,
+    ModelNotLoadedError: 409,
+    NoModelLoadedError: 503,
+    EngineError: 500,
+}
+RETRY_AFTER_SECONDS: dict[type[LocalLabError], int] = {NoModelLoadedError: 5}
+
+
+def status_for(exc: LocalLabError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_FOR:
+            return STATUS_FOR[cls]
+    return 500
+
+
+def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _describe_input(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validation_detail(errors: list[dict[str, Any]]) -> str:
+    """Names each bad field the way a user wrote it: `messages[0].role: ...`."""
+    parts: list[str] = []
+    for error in errors[:5]:
+        kind = error.get("type", "")
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        if kind == "json_invalid":
+            ctx = error.get("ctx", {})
+            parts.append(f"The request body is not valid JSON ({ctx.get('error', 'parse error')}).")
+            continue
+        field = ""
+        for p in loc:
+            field += f"[{p}]" if p.isdigit() else (f".{p}" if field else p)
+        if kind == "missing" and not field:
+            parts.append("The request needs a JSON body (Content-Type: application/json).")
+        elif kind == "missing":
+            parts.append(f"{field}: this field is required.")
+        elif kind == "extra_forbidden":
+            parts.append(f"{field}: unknown field; remove it (see /docs for the fields this route takes).")
+        elif not field:
+            parts.append(f"The request body must be a JSON object: {error.get('msg', '')}.")
+        else:
+            message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+            parts.append(f"{field}: {message} (got {_describe_input(error.get('input'))}).")
+    return " ".join(parts)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LocalLabError)
+    status = status_for(exc)
+    if status >= 500:
+        logger.error("request %s failed: %s", request.url.path, exc.detail)
+    retry = next((v for k, v in RETRY_AFTER_SECONDS.items() if isinstance(exc, k)), None)
+    return error_response(status, exc.detail, {"Retry-After": str(retry)} if retry else None)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, validation_detail(list(exc.errors())))
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"No route {request.method} {request.url.path}. See /docs for the API."
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+    return error_response(exc.status_code, detail, dict(exc.headers) if exc.headers else None)
+
+
+async def _on_client_gone(request: Request, exc: Exception) -> Response:
+    # Nobody reads this answer; 499 (nginx's "client closed request") keeps it out of the 5xx counts.
+    return Response(status_code=499)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "Internal server error; the server log has the details.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(LocalLabError, _on_domain_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(ClientDisconnected, _on_client_gone)
+    app.add_exception_handler(Exception, _on_unexpected)

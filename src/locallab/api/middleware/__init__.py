@@ -1,0 +1,1 @@
+"""ASGI middleware (pure ASGI: Starlette's BaseHTTPMiddleware would hide client disconnects)."""

@@ -1,0 +1,132 @@
+"""POST /generate and POST /chat: one answer as JSON, or a stream of server-sent events."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from locallab.api.cancellation import cancel_on_disconnect
+from locallab.api.routes.docs import errors, sse_ok
+from locallab.api.schemas.requests import ChatRequest, GenerateRequest
+from locallab.api.schemas.responses import (
+    AssistantMessage,
+    ChatChoice,
+    ChatResponse,
+    GenerateResponse,
+    UsageBody,
+)
+from locallab.api.sse import sse_response
+from locallab.api.state import get_services
+from locallab.engines.base import GenerationChunk
+from locallab.services.generation import Usage
+
+router = APIRouter(tags=["generation"])
+
+
+def _usage(usage: Usage) -> UsageBody:
+    return UsageBody(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def _chunk_usage(chunk: GenerationChunk) -> dict[str, int]:
+    return _usage(Usage(chunk.prompt_tokens, chunk.completion_tokens)).model_dump()
+
+
+@router.post(
+    "/generate",
+    response_model=GenerateResponse,
+    responses={
+        **sse_ok(GenerateResponse, 'The answer; with stream=true, events {"response": "<new text>"}.'),
+        **errors(404, 409, 503),
+    },
+    summary="Generate text from a prompt",
+)
+async def generate(body: GenerateRequest, request: Request) -> Response | GenerateResponse:
+    services = get_services(request)
+    model = services.registry.get(body.model_id)
+    prompt = services.generation.prompt_for_generate(
+        model, body.prompt, system_prompt=body.system_prompt, raw=body.raw
+    )
+    prepared = await services.generation.prepare(model, prompt, body.sampling(), max_tokens=body.max_length)
+    if body.stream:
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            async for chunk in services.generation.stream(prepared):
+                if chunk.finish_reason is None:
+                    yield {"response": chunk.text}
+                else:
+                    yield {
+                        "response": chunk.text,
+                        "model": model.id,
+                        "finish_reason": chunk.finish_reason,
+                        "usage": _chunk_usage(chunk),
+                    }
+
+        return sse_response(events())
+    completion = await cancel_on_disconnect(request, services.generation.complete(prepared))
+    return GenerateResponse(
+        response=completion.text,
+        model=model.id,
+        finish_reason=completion.finish_reason,
+        usage=_usage(completion.usage),
+    )
+
+
+@router.post(
+    "/chat",
+    response_model=ChatResponse,
+    responses={
+        **sse_ok(ChatResponse, "The answer; with stream=true, OpenAI chat.completion.chunk events."),
+        **errors(404, 409, 503),
+    },
+    summary="Answer a conversation (OpenAI-like chat completion)",
+)
+async def chat(body: ChatRequest, request: Request) -> Response | ChatResponse:
+    services = get_services(request)
+    model = services.registry.get(body.model_id)
+    messages = [m.model_dump() for m in body.messages]
+    prompt = services.generation.prompt_for_chat(model, messages)
+    prepared = await services.generation.prepare(model, prompt, body.sampling(), max_tokens=body.max_length)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if body.stream:
+
+        def frame(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+            return {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model.id,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            yield frame({"role": "assistant", "content": ""})
+            async for chunk in services.generation.stream(prepared):
+                if chunk.finish_reason is None:
+                    yield frame({"content": chunk.text})
+                else:
+                    last = frame({"content": chunk.text} if chunk.text else {}, chunk.finish_reason)
+                    yield {**last, "usage": _chunk_usage(chunk)}
+
+        return sse_response(events())
+    completion = await cancel_on_disconnect(request, services.generation.complete(prepared))
+    return ChatResponse(
+        id=completion_id,
+        created=created,
+        model=model.id,
+        choices=[
+            ChatChoice(
+                message=AssistantMessage(content=completion.text), finish_reason=completion.finish_reason
+            )
+        ],
+        usage=_usage(completion.usage),
+    )

@@ -1,0 +1,44 @@
+"""System information and health."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from locallab.api.routes.docs import errors
+from locallab.api.schemas.responses import HealthResponse
+from locallab.api.state import get_services
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/system/info", responses=errors(), summary="Machine, process and server statistics")
+async def system_info(request: Request) -> dict[str, Any]:
+    services = get_services(request)
+    info = await asyncio.to_thread(services.system.snapshot)
+    current = services.registry.current
+    info["model"] = (
+        {
+            "id": current.id,
+            "engine": current.engine.engine_name,
+            "context_length": current.engine.context_length,
+        }
+        if current
+        else None
+    )
+    info["parallel"] = services.settings.parallel
+    return info
+
+
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={500: errors()[500]},
+    summary="Liveness: answers at once, also while a model works (not rate-limited)",
+)
+async def health(request: Request) -> HealthResponse:
+    registry = get_services(request).registry
+    current = registry.current
+    return HealthResponse(model=current.id if current else None, model_status=registry.status)

@@ -1,0 +1,80 @@
+"""Request bodies. Unknown fields are refused (400 naming them) rather than silently ignored."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from locallab.engines.base import SamplingParams
+
+MAX_STOP_SEQUENCES = 8
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SamplingFields(_Strict):
+    model_id: str | None = Field(None, description="Model to use; null means the current model.")
+    stream: bool = Field(False, description="Send the answer as server-sent events while it is generated.")
+    max_length: int | None = Field(
+        None, ge=1, description="Most new tokens to generate (null: the server default, 512)."
+    )
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Randomness; 0 picks the likeliest token.")
+    top_p: float = Field(0.9, ge=0.0, le=1.0, description="Nucleus sampling: keep tokens up to this mass.")
+    top_k: int = Field(40, ge=0, description="Keep only the k likeliest tokens; 0 keeps all.")
+    repetition_penalty: float = Field(
+        1.1, gt=0.0, le=2.0, description="Penalty for tokens seen in the last 64; 1.0 turns it off."
+    )
+    do_sample: bool = Field(True, description="false: greedy decoding (always the likeliest token).")
+    stop: str | list[str] | None = Field(
+        None, description=f"Text that ends the answer (not included): a string or up to {MAX_STOP_SEQUENCES}."
+    )
+    seed: int | None = Field(None, ge=0, le=2**32 - 2, description="Seed for reproducible sampling.")
+    max_time: float | None = Field(
+        None, gt=0.0, description="Seconds after which generation ends with finish_reason 'time'."
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
+        if any(not s for s in stops):
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+    def sampling(self) -> SamplingParams:
+        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return SamplingParams(
+            max_tokens=self.max_length or 1,  # the generation service sets the real limit
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty,
+            do_sample=self.do_sample,
+            seed=self.seed,
+            stop=stops,
+            max_time=self.max_time,
+        )
+
+
+class GenerateRequest(SamplingFields):
+    prompt: str = Field(..., min_length=1, description="The text to continue or answer.")
+    system_prompt: str | None = Field(None, description="System message placed before the prompt.")
+    raw: bool = Field(False, description="true: send the prompt as is, without the model's chat template.")
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(..., min_length=1, description="The conversation so far.")
+
+
+class LoadModelRequest(_Strict):
+    model_id: str = Field(..., min_length=1, description="Catalog id or path to a .gguf file.")

@@ -1,0 +1,85 @@
+"""Response bodies, as the OpenAPI schema documents them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from locallab.engines.base import FinishReason
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(..., description="What went wrong and what to do about it.")
+
+
+class UsageBody(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class GenerateResponse(BaseModel):
+    response: str
+    model: str
+    finish_reason: FinishReason
+    usage: UsageBody
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: FinishReason
+
+
+class ChatResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageBody
+
+
+class LoadModelResponse(BaseModel):
+    status: Literal["success"] = "success"
+    model_id: str
+    message: str
+
+
+class CurrentModelResponse(BaseModel):
+    id: str
+    name: str
+    engine: str
+    context_length: int = Field(..., description="Tokens one request may use (prompt and answer).")
+    parameters: int
+    quantization: str
+    size_bytes: int
+    loaded_at: str
+    is_loaded: Literal[True] = True
+
+
+class AvailableModel(BaseModel):
+    id: str
+    name: str
+    description: str
+    engine: str
+    size_bytes: int | None
+    installed: bool
+    is_loaded: bool
+
+
+class AvailableModelsResponse(BaseModel):
+    models: list[AvailableModel]
+    current_model: str | None
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy"] = "healthy"
+    model: str | None
+    model_status: Literal["ready", "loading", "none"]

@@ -1,0 +1,1 @@
+"""The `locallab` command line."""

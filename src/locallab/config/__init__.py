@@ -1,0 +1,1 @@
+"""Configuration: the settings (environment, CLI flags) and the model catalog data."""

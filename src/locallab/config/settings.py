@@ -1,0 +1,54 @@
+"""Server settings: one declaration feeds environment variables (prefix LOCALLAB_), CLI flags and docs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_models_dir() -> Path:
+    # XDG data directory, as other local model tools use it.
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "locallab" / "models"
+
+
+def _default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    """Every field is also an environment variable: `LOCALLAB_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="LOCALLAB_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to bind. Loopback only unless you change it.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="Model loaded at start: a catalog id or a path to a local .gguf file.",
+    )
+    models_dir: Path = Field(
+        default_factory=_default_models_dir,
+        description="Directory for downloaded models (default: $XDG_DATA_HOME/locallab/models).",
+    )
+    rate_limit_per_minute: int = Field(
+        60, ge=0, description="Requests per minute per client (token bucket refill); 0 turns the limiter off."
+    )
+    rate_limit_burst: int = Field(10, ge=1, description="Requests a client may send at once before waiting.")
+    threads: int = Field(
+        default_factory=_default_threads, ge=1, description="CPU threads for inference (default: all cores)."
+    )
+    context_length: int = Field(
+        4096,
+        ge=256,
+        description="Context window per sequence in tokens (capped at what the model was trained for).",
+    )
+    parallel: int = Field(
+        1, ge=1, le=64, description="Sequences decoded together in one batch (one KV cache slot each)."
+    )
+    batch_size: int = Field(512, ge=32, description="Most prompt tokens processed in one decode step.")
+    default_max_length: int = Field(512, ge=1, description="New tokens generated when a request sets none.")
+    log_level: str = Field("info", description="Log level: debug, info, warning or error.")

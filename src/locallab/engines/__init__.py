@@ -1,0 +1,1 @@
+"""Engines: how tokens are made. Each engine implements `locallab.engines.base.Engine`."""

@@ -1,0 +1,90 @@
+"""The Engine protocol and the values that cross it: what to generate, and the pieces that come back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length", "time"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token, and when to stop."""
+
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    repetition_penalty: float = 1.0
+    do_sample: bool = True
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    max_time: float | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_tokens: list[int]
+    sampling: SamplingParams
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """New text of one step. The last chunk of a generation carries `finish_reason`."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an engine learned about the model it loaded (from the file's own metadata)."""
+
+    path: Path
+    architecture: str
+    name: str
+    context_length: int
+    parameters: int
+    quantization: str
+    size_bytes: int
+    chat_template: str | None
+    bos_token: str = ""
+    eos_token: str = ""
+    add_bos: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A loaded model that turns prompt tokens into text.
+
+    Implementations keep blocking work (inference, file I/O) off the caller's event loop.
+    """
+
+    engine_name: str
+    info: ModelInfo
+
+    @property
+    def context_length(self) -> int:
+        """Tokens one sequence may hold: prompt plus generated text."""
+        ...
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Tokens of a prompt, with the model's start token when it wants one; special tokens parsed."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        """Stream the completion. Closing the iterator early cancels the generation."""
+        ...
+
+    async def close(self) -> None:
+        """Finish running generations, then free the model."""
+        ...

@@ -1,0 +1,102 @@
+"""FakeEngine: a scripted engine for tests of everything above the engine layer.
+
+It is a real implementation of the Engine protocol — text handling, stop sequences, limits and
+cancellation behave as in the llama.cpp engine — but its tokens come from a script instead of a model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+
+from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, ModelInfo
+from locallab.engines.text import StopMatcher, Utf8Stream
+from locallab.errors import EngineError
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def fake_model_info(name: str = "fake", *, chat_template: str | None = CHATML_TEMPLATE) -> ModelInfo:
+    return ModelInfo(
+        path=Path(f"/models/{name}.gguf"),
+        architecture="fake",
+        name=name,
+        context_length=2048,
+        parameters=1000,
+        quantization="F32",
+        size_bytes=1234,
+        chat_template=chat_template,
+        eos_token="<|im_end|>",
+    )
+
+
+class FakeEngine:
+    """Yields `pieces` (bytes per token) in order; prompt tokens are the prompt's characters."""
+
+    engine_name = "fake"
+
+    def __init__(
+        self,
+        pieces: Sequence[bytes] = (b"Hello", b",", b" world", b"!"),
+        *,
+        info: ModelInfo | None = None,
+        context_length: int = 2048,
+        delay: float = 0.0,
+        fail_after: int | None = None,
+    ) -> None:
+        self.info = info or fake_model_info()
+        self.pieces = list(pieces)
+        self.delay = delay
+        self.fail_after = fail_after
+        self.requests: list[GenerationRequest] = []
+        self.prompts: list[str] = []
+        self.active = 0
+        self.closed = False
+        self._context_length = context_length
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    async def tokenize(self, text: str) -> list[int]:
+        self.prompts.append(text)
+        return [ord(c) for c in text]
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        self.requests.append(request)
+        params = request.sampling
+        utf8, stops = Utf8Stream(), StopMatcher(params.stop)
+        n_prompt, started = len(request.prompt_tokens), time.monotonic()
+        self.active += 1
+        try:
+            for i, piece in enumerate(self.pieces):
+                if self.fail_after is not None and i >= self.fail_after:
+                    raise EngineError("The fake engine failed as scripted.")
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                n = i + 1
+                text, stopped = stops.feed(utf8.feed(piece))
+                finish: FinishReason | None = None
+                if stopped:
+                    finish = "stop"
+                elif n >= params.max_tokens or n_prompt + n >= self._context_length:
+                    finish = "length"
+                elif params.max_time is not None and time.monotonic() - started >= params.max_time:
+                    finish = "time"
+                if finish is not None:
+                    tail = "" if stopped else stops.flush() + utf8.flush()
+                    yield GenerationChunk(text + tail, n_prompt, n, finish)
+                    return
+                if text:
+                    yield GenerationChunk(text, n_prompt, n)
+            yield GenerationChunk(stops.flush() + utf8.flush(), n_prompt, len(self.pieces), "stop")
+        finally:
+            self.active -= 1
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,177 @@
+"""Loading a GGUF model through llama.cpp's C API and reading what its metadata says about it."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from locallab.engines.base import ModelInfo
+from locallab.engines.gguf import check_gguf_header
+from locallab.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+
+class _NativeLog:
+    """llama.cpp's logger is process-wide: one sink keeps recent lines so a failed load can say why."""
+
+    def __init__(self) -> None:
+        self.recent: deque[str] = deque(maxlen=20)
+        self._callback = llama_cpp.llama_log_callback(self._on_log)  # referenced: ctypes must not free it
+        self._installed = False
+        self._lock = threading.Lock()
+
+    def _on_log(self, level: int, text: bytes | None, _user: Any) -> None:
+        if not text:
+            return
+        line = text.decode("utf-8", errors="replace").strip()
+        # GGML_LOG_LEVEL_ERROR is 4 (WARN 3): keep both for load diagnostics.
+        if line and level in (3, 4):
+            self.recent.append(line)
+            logger.debug("llama.cpp: %s", line)
+
+    def install(self) -> None:
+        with self._lock:
+            if not self._installed:
+                llama_cpp.llama_backend_init()
+                llama_cpp.llama_log_set(self._callback, ctypes.c_void_p(0))
+                self._installed = True
+
+
+native_log = _NativeLog()
+
+
+@dataclass
+class NativeModel:
+    """Owns the llama.cpp model and context pointers; `free()` releases both."""
+
+    model: Any
+    ctx: Any
+    vocab: Any
+    n_ctx_seq: int
+    n_vocab: int
+    info: ModelInfo
+
+    def free(self) -> None:
+        if self.ctx is not None:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+        if self.model is not None:
+            llama_cpp.llama_model_free(self.model)
+            self.model = None
+
+
+def _meta(model: Any, key: str) -> str | None:
+    buf = ctypes.create_string_buffer(4096)
+    n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+    if n < 0:
+        return None
+    return buf.value.decode("utf-8", errors="replace")
+
+
+def _token_text(vocab: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    text = llama_cpp.llama_vocab_get_text(vocab, token)
+    return text.decode("utf-8", errors="replace") if text else ""
+
+
+def _quantization(model: Any) -> str:
+    buf = ctypes.create_string_buffer(256)
+    llama_cpp.llama_model_desc(model, buf, len(buf))
+    # The description reads "<arch> <size> <file type>", e.g. "llama ?B Q4_1".
+    parts = buf.value.decode("utf-8", errors="replace").split(" ", 2)
+    return parts[2] if len(parts) == 3 else "unknown"
+
+
+def load_native_model(
+    path: Path, *, context_length: int, parallel: int, threads: int, batch_size: int
+) -> NativeModel:
+    """Blocking: parses the file, maps its weights and allocates the KV cache for `parallel` sequences."""
+    check_gguf_header(path)
+    native_log.install()
+    native_log.recent.clear()
+    mparams = llama_cpp.llama_model_default_params()
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+    if not model:
+        reason = "; ".join(native_log.recent) or "llama.cpp could not parse it"
+        raise ModelLoadError(f"Cannot load {path.name} as a GGUF model: {reason}.")
+    try:
+        n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
+        n_ctx_seq = min(context_length, n_ctx_train) if n_ctx_train > 0 else context_length
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx_seq * parallel
+        # A step carries up to `batch_size` prompt tokens plus one token per running sequence.
+        cparams.n_batch = batch_size + parallel
+        cparams.n_ubatch = batch_size + parallel
+        cparams.n_seq_max = parallel
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.kv_unified = False
+        cparams.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            reason = "; ".join(native_log.recent) or "out of memory?"
+            raise ModelLoadError(f"Cannot create a context for {path.name}: {reason}.")
+    except BaseException:
+        llama_cpp.llama_model_free(model)
+        raise
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    template = llama_cpp.llama_model_chat_template(model, None)
+    metadata = {
+        key: value
+        for key in ("general.architecture", "general.name", "general.license", "general.file_type")
+        if (value := _meta(model, key)) is not None
+    }
+    info = ModelInfo(
+        path=path,
+        architecture=metadata.get("general.architecture", "unknown"),
+        name=metadata.get("general.name", path.stem),
+        context_length=n_ctx_train,
+        parameters=int(llama_cpp.llama_model_n_params(model)),
+        quantization=_quantization(model),
+        size_bytes=path.stat().st_size,
+        chat_template=template.decode("utf-8", errors="replace") if template else None,
+        bos_token=_token_text(vocab, llama_cpp.llama_vocab_bos(vocab)),
+        eos_token=_token_text(vocab, llama_cpp.llama_vocab_eos(vocab)),
+        add_bos=bool(llama_cpp.llama_vocab_get_add_bos(vocab)),
+        metadata=metadata,
+    )
+    return NativeModel(
+        model=model,
+        ctx=ctx,
+        vocab=vocab,
+        n_ctx_seq=n_ctx_seq,
+        n_vocab=int(llama_cpp.llama_vocab_n_tokens(vocab)),
+        info=info,
+    )
+
+
+def tokenize(vocab: Any, text: str, *, add_special: bool) -> list[int]:
+    """Thread-safe: reads only the vocabulary. Special tokens in the text (template markers) are parsed."""
+    data = text.encode("utf-8")
+    capacity = len(data) + 8
+    buf = (llama_cpp.llama_token * capacity)()
+    n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, capacity, add_special, True)
+    if n < 0:
+        capacity = -n
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, capacity, add_special, True)
+    return list(buf[:n])
+
+
+def token_bytes(vocab: Any, token: int, buf: ctypes.Array[ctypes.c_char]) -> bytes:
+    """The raw bytes of one token's text (special tokens render as nothing)."""
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+    if n < 0:
+        bigger = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, bigger, len(bigger), 0, False)
+        return bigger.raw[:n]
+    return buf.raw[:n]

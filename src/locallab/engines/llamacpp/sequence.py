@@ -1,0 +1,108 @@
+"""One generation in flight on the llama.cpp engine: its KV-cache slot, sampler chain and output stream."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import time
+from typing import Any
+
+import llama_cpp
+
+from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, SamplingParams
+from locallab.engines.text import StopMatcher, Utf8Stream
+
+_PENALTY_LAST_N = 64
+
+
+def build_sampler(params: SamplingParams, n_vocab: int, prompt_tokens: list[int]) -> Any:
+    """A llama.cpp sampler chain for one sequence: penalties, then greedy or top-k/top-p/temperature."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if params.repetition_penalty != 1.0:
+        llama_cpp.llama_sampler_chain_add(
+            chain,
+            llama_cpp.llama_sampler_init_penalties(
+                n_vocab, _PENALTY_LAST_N, params.repetition_penalty, 0.0, 0.0
+            ),
+        )
+        # The penalty window starts with the end of the prompt, as llama.cpp's own server does.
+        for token in prompt_tokens[-_PENALTY_LAST_N:]:
+            llama_cpp.llama_sampler_accept(chain, token)
+    if params.greedy:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    if params.top_k > 0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
+    if params.top_p < 1.0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+    return chain
+
+
+class Sequence:
+    """State of one request inside the engine thread. Only `cancelled` is touched from other threads."""
+
+    def __init__(
+        self, request: GenerationRequest, loop: asyncio.AbstractEventLoop, out: asyncio.Queue[Any]
+    ) -> None:
+        self.request = request
+        self.loop = loop
+        self.out = out
+        self.cancelled = False
+        self.seq_id = -1
+        self.sampler: Any = None
+        self.prompt_pos = 0  # prompt tokens already decoded into the KV cache
+        self.n_past = 0  # positions filled in this sequence's KV cache
+        self.next_token = -1  # sampled, not yet decoded
+        self.completion_tokens = 0
+        self.started = time.monotonic()
+        self._utf8 = Utf8Stream()
+        self._stops = StopMatcher(request.sampling.stop)
+
+    @property
+    def prompt_tokens(self) -> list[int]:
+        return self.request.prompt_tokens
+
+    @property
+    def prefilling(self) -> bool:
+        return self.prompt_pos < len(self.request.prompt_tokens)
+
+    def emit(self, item: GenerationChunk | BaseException) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+
+    def _chunk(self, text: str, finish: FinishReason | None = None) -> GenerationChunk:
+        return GenerationChunk(text, len(self.prompt_tokens), self.completion_tokens, finish)
+
+    def accept(self, piece: bytes, *, eog: bool, n_ctx_seq: int) -> bool:
+        """Takes one sampled token's bytes; emits text; returns True when the sequence is finished."""
+        params = self.request.sampling
+        if eog:
+            self.emit(self._chunk(self._stops.flush() + self._utf8.flush(), "stop"))
+            return True
+        self.completion_tokens += 1
+        text, stopped = self._stops.feed(self._utf8.feed(piece))
+        if stopped:
+            self.emit(self._chunk(text, "stop"))
+            return True
+        finish: FinishReason | None = None
+        if self.completion_tokens >= params.max_tokens or self.n_past >= n_ctx_seq:
+            finish = "length"
+        elif params.max_time is not None and time.monotonic() - self.started >= params.max_time:
+            finish = "time"
+        if finish is not None:
+            self.emit(self._chunk(text + self._stops.flush() + self._utf8.flush(), finish))
+            return True
+        if text:
+            self.emit(self._chunk(text))
+        return False
+
+    def free_sampler(self) -> None:
+        if self.sampler is not None:
+            llama_cpp.llama_sampler_free(self.sampler)
+            self.sampler = None
+
+
+def make_piece_buffer() -> ctypes.Array[ctypes.c_char]:
+    return ctypes.create_string_buffer(256)

@@ -1,0 +1,56 @@
+"""Domain exceptions, free of HTTP. The API maps each class to a status in `locallab.api.errors`.
+
+LocalLabError
+├── InvalidRequestError        the request asks for something impossible (400)
+│   ├── ContextOverflowError   the prompt does not fit the model's context
+│   └── ChatTemplateError      the model has no usable chat template
+├── ModelNotFoundError         no catalog entry or file by that id (404)
+├── ModelNotLoadedError        known model, but not the one loaded (409)
+├── ModelLoadError             a model file that cannot be loaded (400)
+├── NoModelLoadedError         nothing is loaded yet (503)
+└── EngineError                the engine failed while generating (500)
+
+Builtin exceptions (ValueError, KeyError, ...) are bugs and surface as a 500.
+"""
+
+from __future__ import annotations
+
+
+class LocalLabError(Exception):
+    """Base of every error LocalLab reports to a user; `detail` says what happened and what to do."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidRequestError(LocalLabError):
+    pass
+
+
+class ContextOverflowError(InvalidRequestError):
+    pass
+
+
+class ChatTemplateError(InvalidRequestError):
+    pass
+
+
+class ModelNotFoundError(LocalLabError):
+    pass
+
+
+class ModelNotLoadedError(LocalLabError):
+    pass
+
+
+class ModelLoadError(LocalLabError):
+    pass
+
+
+class NoModelLoadedError(LocalLabError):
+    pass
+
+
+class EngineError(LocalLabError):
+    pass

@@ -1,0 +1,4 @@
+"""Services: what LocalLab does.
+
+The model registry, generation (chat → prompt, limits, usage) and system information.
+"""

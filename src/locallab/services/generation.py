@@ -1,0 +1,110 @@
+"""Generation: turns a prompt or a conversation into prompt tokens, checks limits, runs the engine and
+counts usage."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+
+from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, SamplingParams
+from locallab.errors import ChatTemplateError, ContextOverflowError, EngineError
+from locallab.services.chat_template import render_chat
+from locallab.services.registry import LoadedModel, ModelRegistry
+from locallab.services.stats import Stats
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class PreparedGeneration:
+    """A request checked against its model and ready to run."""
+
+    model: LoadedModel
+    request: GenerationRequest
+
+
+class GenerationService:
+    def __init__(self, registry: ModelRegistry, stats: Stats, default_max_tokens: int) -> None:
+        self._registry = registry
+        self._stats = stats
+        self._default_max_tokens = default_max_tokens
+
+    def prompt_for_chat(self, model: LoadedModel, messages: Sequence[dict[str, str]]) -> str:
+        info = model.engine.info
+        if not info.chat_template:
+            raise ChatTemplateError(
+                f"Model '{model.id}' has no chat template in its metadata (it is probably a base model), "
+                'so it cannot chat. Use POST /generate with "raw": true, or load an instruct model.'
+            )
+        text = render_chat(info.chat_template, messages, bos_token=info.bos_token, eos_token=info.eos_token)
+        # The tokenizer adds the start token itself; don't send it twice.
+        if info.add_bos and info.bos_token and text.startswith(info.bos_token):
+            text = text[len(info.bos_token) :]
+        return text
+
+    def prompt_for_generate(
+        self, model: LoadedModel, prompt: str, *, system_prompt: str | None, raw: bool
+    ) -> str:
+        """A plain prompt becomes one user turn in the chat template, unless raw or the model has none."""
+        if raw or not model.engine.info.chat_template:
+            return prompt
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": prompt})
+        return self.prompt_for_chat(model, messages)
+
+    async def prepare(
+        self, model: LoadedModel, prompt: str, sampling: SamplingParams, *, max_tokens: int | None
+    ) -> PreparedGeneration:
+        tokens = await model.engine.tokenize(prompt)
+        context = model.engine.context_length
+        if len(tokens) >= context:
+            raise ContextOverflowError(
+                f"The prompt is {len(tokens)} tokens long but the model's context holds {context} tokens "
+                "(prompt and answer together); shorten the prompt."
+            )
+        room = context - len(tokens)
+        wanted = self._default_max_tokens if max_tokens is None else max_tokens
+        params = SamplingParams(**{**sampling.__dict__, "max_tokens": min(wanted, room)})
+        return PreparedGeneration(model, GenerationRequest(tokens, params))
+
+    async def stream(self, prepared: PreparedGeneration) -> AsyncGenerator[GenerationChunk, None]:
+        """Chunks as the engine makes them; closing this iterator cancels the generation."""
+        self._stats.generation_started()
+        last: GenerationChunk | None = None
+        try:
+            async with contextlib.aclosing(prepared.model.engine.generate(prepared.request)) as chunks:
+                async for chunk in chunks:
+                    last = chunk
+                    yield chunk
+        finally:
+            prompt = len(prepared.request.prompt_tokens)
+            self._stats.generation_finished(prompt, last.completion_tokens if last else 0)
+
+    async def complete(self, prepared: PreparedGeneration) -> Completion:
+        parts: list[str] = []
+        final: GenerationChunk | None = None
+        async with contextlib.aclosing(self.stream(prepared)) as chunks:
+            async for chunk in chunks:
+                parts.append(chunk.text)
+                final = chunk
+        if final is None or final.finish_reason is None:
+            raise EngineError("The engine ended the generation without a final result.")
+        return Completion(
+            "".join(parts), final.finish_reason, Usage(final.prompt_tokens, final.completion_tokens)
+        )

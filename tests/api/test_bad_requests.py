@@ -1,0 +1,124 @@
+"""A table of bad requests: each gets its 4xx status and a `detail` that names what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from locallab.engines.fake import FakeEngine
+from tests.conftest import AppFactory
+
+USER = [{"role": "user", "content": "hi"}]
+
+# (method, path, json body or raw bytes, status, words the detail must contain)
+CASES: list[tuple[str, str, Any, int, list[str]]] = [
+    ("POST", "/generate", {"prompt": 5}, 400, ["prompt", "string"]),
+    ("POST", "/generate", {}, 400, ["prompt", "required"]),
+    ("POST", "/generate", {"prompt": ""}, 400, ["prompt", "at least 1"]),
+    ("POST", "/generate", {"prompt": "x", "temperature": 3}, 400, ["temperature", "2"]),
+    ("POST", "/generate", {"prompt": "x", "temperature": "hot"}, 400, ["temperature"]),
+    ("POST", "/generate", {"prompt": "x", "top_p": 1.5}, 400, ["top_p", "1"]),
+    ("POST", "/generate", {"prompt": "x", "top_k": -1}, 400, ["top_k"]),
+    ("POST", "/generate", {"prompt": "x", "max_length": 0}, 400, ["max_length", "1"]),
+    ("POST", "/generate", {"prompt": "x", "max_length": "ten"}, 400, ["max_length"]),
+    ("POST", "/generate", {"prompt": "x", "max_length": 1.5}, 400, ["max_length"]),
+    ("POST", "/generate", {"prompt": "x", "repetition_penalty": 0}, 400, ["repetition_penalty"]),
+    ("POST", "/generate", {"prompt": "x", "stream": "yes"}, 400, ["stream"]),
+    ("POST", "/generate", {"prompt": "x", "do_sample": 1}, 400, ["do_sample"]),
+    ("POST", "/generate", {"prompt": "x", "seed": -1}, 400, ["seed"]),
+    ("POST", "/generate", {"prompt": "x", "max_time": 0}, 400, ["max_time"]),
+    ("POST", "/generate", {"prompt": "x", "stop": [""]}, 400, ["stop", "empty"]),
+    ("POST", "/generate", {"prompt": "x", "stop": ["s"] * 9}, 400, ["stop", "8"]),
+    ("POST", "/generate", {"prompt": "x", "bogus": 1}, 400, ["bogus", "unknown field"]),
+    (
+        "POST",
+        "/generate",
+        {"prompt": "x", "model_id": "no-such-model"},
+        404,
+        ["no-such-model", "/models/available"],
+    ),
+    ("POST", "/generate", {"prompt": "x", "model_id": "/no/such/file.gguf"}, 404, ["/no/such/file.gguf"]),
+    ("POST", "/generate", {"prompt": "x", "model_id": "../../etc/passwd"}, 400, [".gguf"]),
+    ("POST", "/generate", {"prompt": "x", "model_id": "fake-missing"}, 404, ["not installed", "pip install"]),
+    ("POST", "/generate", b"{not json", 400, ["not valid JSON"]),
+    ("POST", "/generate", b"", 400, ["JSON body"]),
+    ("POST", "/generate", ["prompt"], 400, ["JSON object"]),
+    ("POST", "/chat", {}, 400, ["messages", "required"]),
+    ("POST", "/chat", {"messages": []}, 400, ["messages", "at least 1"]),
+    ("POST", "/chat", {"messages": "hello"}, 400, ["messages"]),
+    ("POST", "/chat", {"messages": [{"role": "robot", "content": "x"}]}, 400, ["messages[0].role", "user"]),
+    ("POST", "/chat", {"messages": [{"role": "user", "content": 5}]}, 400, ["messages[0].content"]),
+    ("POST", "/chat", {"messages": [{"role": "user"}]}, 400, ["messages[0].content", "required"]),
+    ("POST", "/chat", {"messages": USER, "top_p": -0.1}, 400, ["top_p"]),
+    ("POST", "/chat", {"messages": USER, "prompt": "x"}, 400, ["prompt", "unknown field"]),
+    ("POST", "/models/load", {}, 400, ["model_id", "required"]),
+    ("POST", "/models/load", {"model_id": 7}, 400, ["model_id"]),
+    ("POST", "/models/load", {"model_id": "nope"}, 404, ["Unknown model 'nope'"]),
+    ("POST", "/models/load", {"model_id": "Bad Id!"}, 404, ["lowercase"]),
+    ("POST", "/models/load", {"model_id": "/etc/passwd"}, 400, ["not a .gguf file"]),
+    ("GET", "/no/such/route", None, 404, ["No route GET /no/such/route"]),
+    ("DELETE", "/generate", None, 405, ["DELETE is not allowed"]),
+    ("GET", "/chat", None, 405, ["GET is not allowed"]),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "words"), CASES)
+def test_bad_request_gets_a_clear_detail(
+    make_client: AppFactory, method: str, path: str, body: Any, status: int, words: list[str]
+) -> None:
+    client = make_client()
+    if isinstance(body, bytes):
+        r = client.request(method, path, content=body, headers={"content-type": "application/json"})
+    else:
+        r = client.request(method, path, json=body)
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"detail"}
+    for word in words:
+        assert word in r.json()["detail"]
+
+
+def test_prompt_longer_than_the_context_is_refused_with_both_lengths(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine(context_length=50))
+    r = client.post("/generate", json={"prompt": "x" * 80, "raw": True})
+    assert r.status_code == 400
+    assert "80 tokens" in r.json()["detail"] and "50 tokens" in r.json()["detail"]
+
+
+def test_known_model_that_is_not_loaded_gets_409_pointing_to_models_load(
+    make_client: AppFactory, model_file: Path
+) -> None:
+    client = make_client()
+    r = client.post("/chat", json={"messages": USER, "model_id": str(model_file)})
+    assert r.status_code == 409
+    assert "POST /models/load" in r.json()["detail"]
+
+
+def test_chat_with_a_model_without_chat_template_is_refused(make_client: AppFactory) -> None:
+    from locallab.engines.fake import fake_model_info
+
+    client = make_client(FakeEngine(info=fake_model_info("base", chat_template=None)))
+    r = client.post("/chat", json={"messages": USER})
+    assert r.status_code == 400
+    assert "no chat template" in r.json()["detail"]
+    # the same model still completes raw prompts
+    assert client.post("/generate", json={"prompt": "The sky is"}).status_code == 200
+
+
+def test_chat_template_that_raises_becomes_a_400(make_client: AppFactory) -> None:
+    from locallab.engines.fake import fake_model_info
+
+    template = "{{ raise_exception('Conversation roles must alternate') }}"
+    client = make_client(FakeEngine(info=fake_model_info("strict", chat_template=template)))
+    r = client.post("/chat", json={"messages": USER})
+    assert r.status_code == 400
+    assert "Conversation roles must alternate" in r.json()["detail"]
+
+
+def test_requests_before_any_model_loaded_get_503_with_retry_after(make_client: AppFactory) -> None:
+    client = make_client(model="")
+    r = client.post("/generate", json={"prompt": "x"})
+    assert r.status_code == 503
+    assert "POST /models/load" in r.json()["detail"]
+    assert r.headers["retry-after"] == "5"

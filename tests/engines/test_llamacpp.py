@@ -1,0 +1,157 @@
+"""The llama.cpp engine on the real default model: metadata, sampling, text, limits, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from locallab.engines.base import GenerationRequest, SamplingParams
+from locallab.engines.llamacpp import LlamaCppEngine, load_llamacpp_engine
+from locallab.engines.llamacpp.native import token_bytes
+from locallab.errors import ModelLoadError
+from locallab.services.chat_template import render_chat
+from tests.real_model import collect, default_model_path, run
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaCppEngine]:
+    loaded = load_llamacpp_engine(
+        default_model_path(), context_length=512, parallel=2, threads=2, batch_size=256
+    )
+    yield loaded
+    run(loaded.close())
+
+
+def chat_prompt(engine: LlamaCppEngine, text: str) -> str:
+    assert engine.info.chat_template is not None
+    return render_chat(engine.info.chat_template, [{"role": "user", "content": text}])
+
+
+def test_metadata_comes_from_the_gguf_file(engine: LlamaCppEngine) -> None:
+    info = engine.info
+    assert info.architecture == "llama"
+    assert info.context_length == 8192
+    assert 130_000_000 < info.parameters < 140_000_000
+    assert info.quantization == "Q4_1"
+    assert info.chat_template is not None and "<|im_start|>" in info.chat_template
+    assert info.eos_token == "<|im_end|>"
+    assert engine.context_length == 512
+
+
+def test_template_markers_become_special_tokens(engine: LlamaCppEngine) -> None:
+    tokens = run(engine.tokenize("<|im_start|>user\nhi<|im_end|>"))
+    plain = run(engine.tokenize("im_start"))
+    assert len(tokens) < 8  # the markers are one token each, not spelled out
+    assert tokens[0] not in plain
+
+
+def test_greedy_decoding_is_deterministic(engine: LlamaCppEngine) -> None:
+    prompt = chat_prompt(engine, "Name three colours.")
+    _, first = run(collect(engine, prompt))
+    _, second = run(collect(engine, prompt))
+    assert first == second and len(first) > 10
+
+
+def test_same_seed_same_sample_different_seed_differs(engine: LlamaCppEngine) -> None:
+    prompt = chat_prompt(engine, "Write a short poem about the sea.")
+    options = {"do_sample": True, "temperature": 1.2, "top_p": 1.0, "top_k": 0, "max_tokens": 24}
+    a = run(collect(engine, prompt, seed=7, **options))[1]
+    b = run(collect(engine, prompt, seed=7, **options))[1]
+    c = run(collect(engine, prompt, seed=8, **options))[1]
+    assert a == b
+    assert a != c
+
+
+def test_max_tokens_ends_with_length_and_counts_usage(engine: LlamaCppEngine) -> None:
+    chunks, _ = run(collect(engine, chat_prompt(engine, "Tell me a long story."), max_tokens=5))
+    last = chunks[-1]
+    assert last.finish_reason == "length"
+    assert last.completion_tokens == 5
+    assert last.prompt_tokens == len(run(engine.tokenize(chat_prompt(engine, "Tell me a long story."))))
+
+
+def test_end_of_turn_token_ends_with_stop(engine: LlamaCppEngine) -> None:
+    chunks, text = run(collect(engine, chat_prompt(engine, "Say OK."), max_tokens=200))
+    assert chunks[-1].finish_reason == "stop"
+    assert "<|im_end|>" not in text
+
+
+def test_stop_sequence_cuts_the_text(engine: LlamaCppEngine) -> None:
+    prompt = chat_prompt(engine, "Count from 1 to 10, one number per line.")
+    _, full = run(collect(engine, prompt, max_tokens=40))
+    assert "3" in full
+    chunks, cut = run(collect(engine, prompt, max_tokens=40, stop=("3",)))
+    assert chunks[-1].finish_reason == "stop"
+    assert cut == full[: full.index("3")]
+
+
+def test_streamed_text_is_whole_utf8_even_when_tokens_split_characters(engine: LlamaCppEngine) -> None:
+    prompt = chat_prompt(engine, "Translate 'thank you' to Japanese.")
+    chunks, text = run(collect(engine, prompt, max_tokens=40))
+    assert any(ord(ch) > 0x3000 for ch in text)  # the answer has Japanese characters
+    assert all("\ufffd" not in c.text for c in chunks)
+    # the premise: some token of this answer is only part of a character
+    tokens = run(engine.tokenize(text))
+    buf = ctypes.create_string_buffer(256)
+    partial = 0
+    for token in tokens:
+        try:
+            token_bytes(engine._native.vocab, token, buf).decode("utf-8")
+        except UnicodeDecodeError:
+            partial += 1
+    assert partial > 0
+
+
+def test_closing_the_stream_early_frees_the_sequence(engine: LlamaCppEngine) -> None:
+    prompt = chat_prompt(engine, "Tell me a long story.")
+
+    async def abandon_then_use_every_slot() -> list[str]:
+        tokens = await engine.tokenize(prompt)
+        for _ in range(3):  # more abandoned streams than slots: a leak would block the next requests
+            stream = engine.generate(
+                GenerationRequest(tokens, SamplingParams(max_tokens=200, do_sample=False))
+            )
+            async with contextlib.aclosing(stream):
+                await anext(stream)
+        results = await asyncio.gather(*(collect(engine, prompt, max_tokens=4) for _ in range(2)))
+        return [text for _, text in results]
+
+    texts = run(abandon_then_use_every_slot(), timeout=60)
+    assert len(texts) == 2 and all(texts)
+
+
+def test_concurrent_sequences_do_not_mix(engine: LlamaCppEngine) -> None:
+    prompts = [
+        chat_prompt(engine, "What is the capital of France?"),
+        chat_prompt(engine, "Name three colours."),
+    ]
+    alone = [run(collect(engine, p, max_tokens=16))[1] for p in prompts]
+
+    async def together() -> list[str]:
+        results = await asyncio.gather(*(collect(engine, p, max_tokens=16) for p in prompts))
+        return [text for _, text in results]
+
+    assert run(together()) == alone
+
+
+def test_truncated_gguf_is_a_load_error_with_the_reason(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    with default_model_path().open("rb") as src, broken.open("wb") as dst:
+        dst.write(src.read(1_000_000))
+    with pytest.raises(ModelLoadError, match=r"Cannot load broken\.gguf"):
+        load_llamacpp_engine(broken, context_length=512, parallel=1, threads=1, batch_size=64)
+
+
+def test_file_that_is_not_gguf_is_refused_before_parsing(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.gguf"
+    shutil.copyfile(__file__, fake)
+    with pytest.raises(ModelLoadError, match="not a valid GGUF"):
+        load_llamacpp_engine(fake, context_length=512, parallel=1, threads=1, batch_size=64)
