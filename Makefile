@@ -48,8 +48,8 @@ run: install
 	$(BIN)/locallab start --host $(HOST) --port $(PORT)
 
 lint: install-test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 
 typecheck: install-test
 	$(BIN)/mypy src
