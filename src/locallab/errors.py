@@ -8,6 +8,7 @@ LocalLabError
 ├── ModelNotLoadedError        known model, but not the one loaded (409)
 ├── ModelLoadError             a model file that cannot be loaded (400)
 ├── NoModelLoadedError         nothing is loaded yet (503)
+├── ServerBusyError            every slot and queue place is taken (503)
 └── EngineError                the engine failed while generating (500)
 
 Builtin exceptions (ValueError, KeyError, ...) are bugs and surface as a 500.
@@ -49,6 +50,10 @@ class ModelLoadError(LocalLabError):
 
 
 class NoModelLoadedError(LocalLabError):
+    pass
+
+
+class ServerBusyError(LocalLabError):
     pass
 
 

@@ -41,6 +41,7 @@ def llamacpp_loader(settings: Settings) -> EngineLoader:
             parallel=settings.parallel,
             threads=settings.threads,
             batch_size=settings.batch_size,
+            max_queue=settings.max_queue,
         )
 
     return load

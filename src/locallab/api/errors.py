@@ -24,6 +24,7 @@ from locallab.errors import (
     ModelNotFoundError,
     ModelNotLoadedError,
     NoModelLoadedError,
+    ServerBusyError,
 )
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ STATUS_FOR: dict[type[LocalLabError], int] = {
     ModelNotFoundError: 404,
     ModelNotLoadedError: 409,
     NoModelLoadedError: 503,
+    ServerBusyError: 503,
     EngineError: 500,
 }
-RETRY_AFTER_SECONDS: dict[type[LocalLabError], int] = {NoModelLoadedError: 5}
+RETRY_AFTER_SECONDS: dict[type[LocalLabError], int] = {NoModelLoadedError: 5, ServerBusyError: 2}
 
 
 def status_for(exc: LocalLabError) -> int:

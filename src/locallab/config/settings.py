@@ -47,8 +47,17 @@ class Settings(BaseSettings):
         description="Context window per sequence in tokens (capped at what the model was trained for).",
     )
     parallel: int = Field(
-        1, ge=1, le=64, description="Sequences decoded together in one batch (one KV cache slot each)."
+        8, ge=1, le=64, description="Sequences decoded together in one batch (one KV cache slot each)."
     )
-    batch_size: int = Field(512, ge=32, description="Most prompt tokens processed in one decode step.")
+    max_queue: int = Field(
+        64, ge=0, description="Requests that may wait for a free slot; past it requests get 503."
+    )
+    batch_size: int = Field(
+        128,
+        ge=16,
+        le=4096,
+        description="Most prompt tokens processed in one decode step (chunked prefill): smaller keeps "
+        "running streams smooth while prompts are read, larger reads long prompts faster.",
+    )
     default_max_length: int = Field(512, ge=1, description="New tokens generated when a request sets none.")
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")

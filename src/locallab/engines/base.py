@@ -43,6 +43,7 @@ class GenerationChunk:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason | None = None
+    cached_tokens: int = 0  # prompt tokens whose KV cache was reused from an earlier request
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,13 @@ class ModelInfo:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EngineLoad:
+    active: int
+    queued: int
+    parallel: int
+
+
 class Engine(Protocol):
     """A loaded model that turns prompt tokens into text.
 
@@ -81,8 +89,16 @@ class Engine(Protocol):
         """Tokens of a prompt, with the model's start token when it wants one; special tokens parsed."""
         ...
 
+    @property
+    def load(self) -> EngineLoad:
+        """Requests generating now and requests waiting for a slot."""
+        ...
+
     def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
-        """Stream the completion. Closing the iterator early cancels the generation."""
+        """Admits the request at once (ServerBusyError when the queue is full) and returns its stream.
+
+        Closing the stream early, or dropping it, cancels the generation.
+        """
         ...
 
     async def close(self) -> None:

@@ -11,9 +11,9 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 
-from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, ModelInfo
+from locallab.engines.base import EngineLoad, FinishReason, GenerationChunk, GenerationRequest, ModelInfo
 from locallab.engines.text import StopMatcher, Utf8Stream
-from locallab.errors import EngineError
+from locallab.errors import EngineError, ServerBusyError
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -36,23 +36,33 @@ def fake_model_info(name: str = "fake", *, chat_template: str | None = CHATML_TE
 
 
 class FakeEngine:
-    """Yields `pieces` (bytes per token) in order; prompt tokens are the prompt's characters."""
+    """Yields `pieces` (bytes per token) in order; prompt tokens are the prompt's characters.
+
+    With `pieces=None` it echoes the prompt, one character a token, so that tests can tell concurrent
+    streams apart. `parallel` requests run at once; past `parallel + max_queue` it answers busy.
+    """
 
     engine_name = "fake"
 
     def __init__(
         self,
-        pieces: Sequence[bytes] = (b"Hello", b",", b" world", b"!"),
+        pieces: Sequence[bytes] | None = (b"Hello", b",", b" world", b"!"),
         *,
         info: ModelInfo | None = None,
         context_length: int = 2048,
         delay: float = 0.0,
         fail_after: int | None = None,
+        parallel: int = 4,
+        max_queue: int = 4,
     ) -> None:
         self.info = info or fake_model_info()
-        self.pieces = list(pieces)
+        self.pieces = None if pieces is None else list(pieces)
         self.delay = delay
         self.fail_after = fail_after
+        self.parallel = parallel
+        self.max_queue = max_queue
+        self.in_flight = 0
+        self.cancelled = 0
         self.requests: list[GenerationRequest] = []
         self.prompts: list[str] = []
         self.active = 0
@@ -67,14 +77,31 @@ class FakeEngine:
         self.prompts.append(text)
         return [ord(c) for c in text]
 
-    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+    @property
+    def load(self) -> EngineLoad:
+        return EngineLoad(self.active, self.in_flight - self.active, self.parallel)
+
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        if self.in_flight >= self.parallel + self.max_queue:
+            raise ServerBusyError("The fake engine is busy.")
+        self.in_flight += 1
         self.requests.append(request)
+        return self._stream(request)
+
+    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         params = request.sampling
         utf8, stops = Utf8Stream(), StopMatcher(params.stop)
         n_prompt, started = len(request.prompt_tokens), time.monotonic()
-        self.active += 1
+        pieces = self.pieces
+        if pieces is None:
+            pieces = [chr(t).encode() for t in request.prompt_tokens]
+        finished = running = False
         try:
-            for i, piece in enumerate(self.pieces):
+            while self.active >= self.parallel:  # waits in the queue for a free slot
+                await asyncio.sleep(0.001)
+            self.active += 1
+            running = True
+            for i, piece in enumerate(pieces):
                 if self.fail_after is not None and i >= self.fail_after:
                     raise EngineError("The fake engine failed as scripted.")
                 if self.delay:
@@ -90,13 +117,19 @@ class FakeEngine:
                     finish = "time"
                 if finish is not None:
                     tail = "" if stopped else stops.flush() + utf8.flush()
+                    finished = True
                     yield GenerationChunk(text + tail, n_prompt, n, finish)
                     return
                 if text:
                     yield GenerationChunk(text, n_prompt, n)
-            yield GenerationChunk(stops.flush() + utf8.flush(), n_prompt, len(self.pieces), "stop")
+            finished = True
+            yield GenerationChunk(stops.flush() + utf8.flush(), n_prompt, len(pieces), "stop")
         finally:
-            self.active -= 1
+            if running:
+                self.active -= 1
+            self.in_flight -= 1
+            if not finished:
+                self.cancelled += 1
 
     async def close(self) -> None:
         self.closed = True

@@ -3,6 +3,7 @@ counts usage."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,11 @@ from locallab.services.stats import Stats
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
+
+    @classmethod
+    def of(cls, chunk: GenerationChunk) -> Usage:
+        return cls(chunk.prompt_tokens, chunk.completion_tokens, chunk.cached_tokens)
 
     @property
     def total_tokens(self) -> int:
@@ -83,12 +89,21 @@ class GenerationService:
         params = SamplingParams(**{**sampling.__dict__, "max_tokens": min(wanted, room)})
         return PreparedGeneration(model, GenerationRequest(tokens, params))
 
-    async def stream(self, prepared: PreparedGeneration) -> AsyncGenerator[GenerationChunk, None]:
-        """Chunks as the engine makes them; closing this iterator cancels the generation."""
+    def start(self, prepared: PreparedGeneration) -> AsyncGenerator[GenerationChunk, None]:
+        """Admits the generation now (ServerBusyError when the queue is full) and returns its chunks.
+
+        Closing the returned iterator cancels the generation.
+        """
+        chunks = prepared.model.engine.generate(prepared.request)
+        return self._counted(prepared, chunks)
+
+    async def _counted(
+        self, prepared: PreparedGeneration, chunks: AsyncGenerator[GenerationChunk, None]
+    ) -> AsyncGenerator[GenerationChunk, None]:
         self._stats.generation_started()
         last: GenerationChunk | None = None
         try:
-            async with contextlib.aclosing(prepared.model.engine.generate(prepared.request)) as chunks:
+            async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     last = chunk
                     yield chunk
@@ -97,14 +112,34 @@ class GenerationService:
             self._stats.generation_finished(prompt, last.completion_tokens if last else 0)
 
     async def complete(self, prepared: PreparedGeneration) -> Completion:
+        return await self.collect(self.start(prepared))
+
+    async def complete_all(self, prepared: Sequence[PreparedGeneration]) -> list[Completion]:
+        """Runs generations concurrently; all are admitted first, and one failure cancels the rest."""
+        streams: list[AsyncGenerator[GenerationChunk, None]] = []
+        try:
+            for item in prepared:
+                streams.append(self.start(item))
+        except BaseException:
+            for stream in streams:
+                await stream.aclose()
+            raise
+        tasks = [asyncio.ensure_future(self.collect(stream)) for stream in streams]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def collect(self, stream: AsyncGenerator[GenerationChunk, None]) -> Completion:
         parts: list[str] = []
         final: GenerationChunk | None = None
-        async with contextlib.aclosing(self.stream(prepared)) as chunks:
+        async with contextlib.aclosing(stream) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
                 final = chunk
         if final is None or final.finish_reason is None:
             raise EngineError("The engine ended the generation without a final result.")
-        return Completion(
-            "".join(parts), final.finish_reason, Usage(final.prompt_tokens, final.completion_tokens)
-        )
+        return Completion("".join(parts), final.finish_reason, Usage.of(final))

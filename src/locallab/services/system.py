@@ -47,6 +47,7 @@ class SystemInfo:
         memory = psutil.virtual_memory()
         rss = self._process.memory_info().rss
         current = self._registry.current
+        load = current.engine.load if current else None
         stats = self._stats
         return {
             "cpu_usage": psutil.cpu_percent(None),
@@ -67,6 +68,11 @@ class SystemInfo:
                 "python": sys.version.split()[0],
                 "llama_cpp_python": _version("llama_cpp_python"),
             },
-            "requests": {"total": stats.requests_total, "active": stats.generations_active},
+            "requests": {
+                "total": stats.requests_total,
+                "active": load.active if load else 0,
+                "queued": load.queued if load else 0,
+            },
+            "parallel": load.parallel if load else None,
             "tokens": {"prompt": stats.prompt_tokens, "generated": stats.generated_tokens},
         }

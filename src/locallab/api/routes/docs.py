@@ -12,7 +12,7 @@ _DESCRIPTIONS = {
     409: "The model exists but is not loaded",
     429: "Rate limit exceeded (see the Retry-After header)",
     500: "Engine failure",
-    503: "No model is loaded yet (see the Retry-After header)",
+    503: "No model is loaded yet, or the request queue is full (see the Retry-After header)",
 }
 
 

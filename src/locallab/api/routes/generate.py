@@ -1,7 +1,8 @@
-"""POST /generate and POST /chat: one answer as JSON, or a stream of server-sent events."""
+"""POST /generate, /generate/batch and /chat: answers as JSON, or a stream of server-sent events."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,17 +13,19 @@ from fastapi.responses import Response
 
 from locallab.api.cancellation import cancel_on_disconnect
 from locallab.api.routes.docs import errors, sse_ok
-from locallab.api.schemas.requests import ChatRequest, GenerateRequest
+from locallab.api.schemas.requests import BatchGenerateRequest, ChatRequest, GenerateRequest
 from locallab.api.schemas.responses import (
     AssistantMessage,
+    BatchGenerateResponse,
     ChatChoice,
     ChatResponse,
     GenerateResponse,
+    PromptTokensDetails,
     UsageBody,
 )
 from locallab.api.sse import sse_response
 from locallab.api.state import get_services
-from locallab.engines.base import GenerationChunk
+from locallab.errors import LocalLabError
 from locallab.services.generation import Usage
 
 router = APIRouter(tags=["generation"])
@@ -33,11 +36,8 @@ def _usage(usage: Usage) -> UsageBody:
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
     )
-
-
-def _chunk_usage(chunk: GenerationChunk) -> dict[str, int]:
-    return _usage(Usage(chunk.prompt_tokens, chunk.completion_tokens)).model_dump()
 
 
 @router.post(
@@ -57,18 +57,20 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
     )
     prepared = await services.generation.prepare(model, prompt, body.sampling(), max_tokens=body.max_length)
     if body.stream:
+        chunks = services.generation.start(prepared)
 
         async def events() -> AsyncIterator[dict[str, Any]]:
-            async for chunk in services.generation.stream(prepared):
-                if chunk.finish_reason is None:
-                    yield {"response": chunk.text}
-                else:
-                    yield {
-                        "response": chunk.text,
-                        "model": model.id,
-                        "finish_reason": chunk.finish_reason,
-                        "usage": _chunk_usage(chunk),
-                    }
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    if chunk.finish_reason is None:
+                        yield {"response": chunk.text}
+                    else:
+                        yield {
+                            "response": chunk.text,
+                            "model": model.id,
+                            "finish_reason": chunk.finish_reason,
+                            "usage": _usage(Usage.of(chunk)).model_dump(),
+                        }
 
         return sse_response(events())
     completion = await cancel_on_disconnect(request, services.generation.complete(prepared))
@@ -77,6 +79,43 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
         model=model.id,
         finish_reason=completion.finish_reason,
         usage=_usage(completion.usage),
+    )
+
+
+@router.post(
+    "/generate/batch",
+    response_model=BatchGenerateResponse,
+    responses=errors(404, 409, 503),
+    summary="Answer several prompts at once (they run as concurrent sequences)",
+)
+async def generate_batch(body: BatchGenerateRequest, request: Request) -> BatchGenerateResponse:
+    services = get_services(request)
+    model = services.registry.get(body.model_id)
+    prepared = []
+    for index, text in enumerate(body.prompts):
+        try:
+            prompt = services.generation.prompt_for_generate(
+                model, text, system_prompt=body.system_prompt, raw=body.raw
+            )
+            prepared.append(
+                await services.generation.prepare(model, prompt, body.sampling(), max_tokens=body.max_length)
+            )
+        except LocalLabError as exc:
+            exc.detail = f"prompts[{index}]: {exc.detail}"
+            raise
+
+    completions = await cancel_on_disconnect(request, services.generation.complete_all(prepared))
+    return BatchGenerateResponse(
+        responses=[c.text for c in completions],
+        finish_reasons=[c.finish_reason for c in completions],
+        model=model.id,
+        usage=_usage(
+            Usage(
+                sum(c.usage.prompt_tokens for c in completions),
+                sum(c.usage.completion_tokens for c in completions),
+                sum(c.usage.cached_tokens for c in completions),
+            )
+        ),
     )
 
 
@@ -98,6 +137,7 @@ async def chat(body: ChatRequest, request: Request) -> Response | ChatResponse:
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:
+        chunks = services.generation.start(prepared)
 
         def frame(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
             return {
@@ -109,13 +149,14 @@ async def chat(body: ChatRequest, request: Request) -> Response | ChatResponse:
             }
 
         async def events() -> AsyncIterator[dict[str, Any]]:
-            yield frame({"role": "assistant", "content": ""})
-            async for chunk in services.generation.stream(prepared):
-                if chunk.finish_reason is None:
-                    yield frame({"content": chunk.text})
-                else:
-                    last = frame({"content": chunk.text} if chunk.text else {}, chunk.finish_reason)
-                    yield {**last, "usage": _chunk_usage(chunk)}
+            async with contextlib.aclosing(chunks):
+                yield frame({"role": "assistant", "content": ""})
+                async for chunk in chunks:
+                    if chunk.finish_reason is None:
+                        yield frame({"content": chunk.text})
+                    else:
+                        last = frame({"content": chunk.text} if chunk.text else {}, chunk.finish_reason)
+                        yield {**last, "usage": _usage(Usage.of(chunk)).model_dump()}
 
         return sse_response(events())
     completion = await cancel_on_disconnect(request, services.generation.complete(prepared))

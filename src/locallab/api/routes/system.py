@@ -28,7 +28,6 @@ async def system_info(request: Request) -> dict[str, Any]:
         if current
         else None
     )
-    info["parallel"] = services.settings.parallel
     return info
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,6 +65,24 @@ class GenerateRequest(SamplingFields):
     prompt: str = Field(..., min_length=1, description="The text to continue or answer.")
     system_prompt: str | None = Field(None, description="System message placed before the prompt.")
     raw: bool = Field(False, description="true: send the prompt as is, without the model's chat template.")
+
+
+MAX_BATCH_PROMPTS = 32
+
+
+class BatchGenerateRequest(SamplingFields):
+    prompts: list[Annotated[str, Field(min_length=1)]] = Field(
+        ..., min_length=1, max_length=MAX_BATCH_PROMPTS, description="Prompts answered together."
+    )
+    system_prompt: str | None = Field(None, description="System message placed before every prompt.")
+    raw: bool = Field(False, description="true: send the prompts as they are, without the chat template.")
+
+    @field_validator("stream")
+    @classmethod
+    def _no_stream(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("/generate/batch answers all prompts at once and cannot stream")
+        return value
 
 
 class ChatMessage(_Strict):

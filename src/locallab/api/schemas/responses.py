@@ -13,10 +13,17 @@ class ErrorResponse(BaseModel):
     detail: str = Field(..., description="What went wrong and what to do about it.")
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(
+        ..., description="Prompt tokens reused from the KV cache of an earlier request."
+    )
+
+
 class UsageBody(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
 
 
 class GenerateResponse(BaseModel):
@@ -24,6 +31,13 @@ class GenerateResponse(BaseModel):
     model: str
     finish_reason: FinishReason
     usage: UsageBody
+
+
+class BatchGenerateResponse(BaseModel):
+    responses: list[str] = Field(..., description="One answer per prompt, in the order of the prompts.")
+    finish_reasons: list[FinishReason]
+    model: str
+    usage: UsageBody = Field(..., description="Totals over all prompts.")
 
 
 class AssistantMessage(BaseModel):

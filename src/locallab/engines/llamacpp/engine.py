@@ -2,7 +2,8 @@
 
 Each step puts one token per decoding sequence and a chunk of prompt for newly admitted ones into a
 single batch (continuous batching with chunked prefill), samples each sequence with its own chain, and
-hands text to the request's asyncio queue thread-safely.
+hands text to the request's asyncio queue thread-safely. A finished sequence frees its slot at once;
+the slot's KV cache stays as a prompt cache until another request takes the slot.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ import asyncio
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 
-from locallab.engines.base import GenerationChunk, GenerationRequest, ModelInfo
+from locallab.engines.base import EngineLoad, GenerationChunk, GenerationRequest, ModelInfo
 from locallab.engines.llamacpp.native import NativeModel, load_native_model, token_bytes, tokenize
-from locallab.engines.llamacpp.sequence import Sequence, build_sampler, make_piece_buffer
-from locallab.errors import EngineError
+from locallab.engines.llamacpp.sequence import Sequence, Slot, build_sampler, make_piece_buffer
+from locallab.errors import EngineError, ServerBusyError
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +30,16 @@ logger = logging.getLogger(__name__)
 class LlamaCppEngine:
     engine_name = "llama.cpp"
 
-    def __init__(self, native: NativeModel, *, parallel: int, batch_size: int) -> None:
+    def __init__(self, native: NativeModel, *, parallel: int, batch_size: int, max_queue: int) -> None:
         self._native = native
         self.info: ModelInfo = native.info
         self._parallel = parallel
         self._batch_size = batch_size
+        self._max_queue = max_queue
         self._incoming: queue.Queue[Sequence | None] = queue.Queue()
+        self._admission = threading.Lock()
+        self._in_flight = 0  # admitted and not yet released: generating or waiting for a slot
+        self._active = 0  # holding a slot (written by the engine thread only)
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=f"llama.cpp:{native.info.name}", daemon=True)
         self._thread.start()
@@ -43,31 +49,45 @@ class LlamaCppEngine:
         return self._native.n_ctx_seq
 
     @property
-    def parallel(self) -> int:
-        return self._parallel
+    def load(self) -> EngineLoad:
+        active = self._active
+        return EngineLoad(active=active, queued=max(0, self._in_flight - active), parallel=self._parallel)
 
     async def tokenize(self, text: str) -> list[int]:
         return await asyncio.to_thread(tokenize, self._native.vocab, text, add_special=True)
 
-    async def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
-        if self._closing:
-            raise EngineError("The model was unloaded while the request was waiting; send it again.")
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        with self._admission:
+            if self._closing:
+                raise EngineError("The model was unloaded while the request was waiting; send it again.")
+            if self._in_flight >= self._parallel + self._max_queue:
+                raise ServerBusyError(
+                    f"The server is busy: {self._parallel} requests are generating and {self._max_queue} "
+                    "are waiting. Retry shortly."
+                )
+            self._in_flight += 1
         out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
         seq = Sequence(request, asyncio.get_running_loop(), out)
         self._incoming.put(seq)
+        stream = self._stream(seq)
+        weakref.finalize(stream, seq.cancel)  # a stream dropped without being read still frees its slot
+        return stream
+
+    async def _stream(self, seq: Sequence) -> AsyncGenerator[GenerationChunk, None]:
         try:
             while True:
-                item = await out.get()
+                item = await seq.out.get()
                 if isinstance(item, BaseException):
                     raise item
                 yield item
                 if item.finish_reason is not None:
                     return
         finally:
-            seq.cancelled = True  # frees the slot at the next step when the consumer went away early
+            seq.cancel()  # frees the slot at the next step when the consumer went away early
 
     async def close(self) -> None:
-        self._closing = True
+        with self._admission:
+            self._closing = True
         self._incoming.put(None)
         await asyncio.to_thread(self._thread.join)
 
@@ -78,24 +98,25 @@ class LlamaCppEngine:
         batch = llama_cpp.llama_batch_init(self._batch_size + self._parallel, 0, 1)
         memory = llama_cpp.llama_get_memory(native.ctx)
         piece_buf = make_piece_buffer()
-        free_ids = list(range(self._parallel))
+        slots = [Slot(i) for i in range(self._parallel)]
         waiting: list[Sequence] = []
         active: list[Sequence] = []
         try:
             while True:
-                block = not active and not waiting
-                if block and self._closing and self._incoming.empty():
+                idle = not active and not waiting
+                if idle and self._closing and self._incoming.empty():
                     return
-                self._drain_incoming(waiting, block=block)
-                while waiting and free_ids:
+                self._drain_incoming(waiting, block=idle)
+                for seq in [s for s in waiting if s.cancelled]:
+                    waiting.remove(seq)
+                    self._finished(seq)
+                while waiting and any(slot.seq is None for slot in slots):
                     seq = waiting.pop(0)
-                    if seq.cancelled:
-                        continue
-                    seq.seq_id = free_ids.pop(0)
-                    seq.sampler = build_sampler(seq.request.sampling, native.n_vocab, seq.prompt_tokens)
+                    self._admit(seq, slots, memory)
                     active.append(seq)
                 for seq in [s for s in active if s.cancelled]:
-                    self._release(seq, active, free_ids, memory)
+                    self._release(seq, active)
+                self._active = len(active)
                 if not active:
                     continue
                 outputs = self._fill_batch(batch, active)
@@ -104,7 +125,8 @@ class LlamaCppEngine:
                     error = EngineError(f"llama.cpp failed to decode (code {rc}); the request was stopped.")
                     for seq in list(active):
                         seq.emit(error)
-                        self._release(seq, active, free_ids, memory)
+                        seq.slot.forget(memory)  # its cache no longer matches its token list
+                        self._release(seq, active)
                     continue
                 for seq, index in outputs:
                     token = llama_cpp.llama_sampler_sample(seq.sampler, native.ctx, index)
@@ -112,13 +134,15 @@ class LlamaCppEngine:
                     piece = b"" if eog else token_bytes(native.vocab, token, piece_buf)
                     seq.next_token = token
                     if seq.accept(piece, eog=eog, n_ctx_seq=native.n_ctx_seq):
-                        self._release(seq, active, free_ids, memory)
+                        self._release(seq, active)
+                self._active = len(active)
         except BaseException as exc:  # never leave a waiting client hanging
             logger.exception("llama.cpp engine thread crashed")
             error = EngineError(f"The llama.cpp engine stopped: {exc}")
             for seq in active + waiting:
                 seq.emit(error)
-            self._closing = True
+            with self._admission:
+                self._closing = True
         finally:
             llama_cpp.llama_batch_free(batch)
             for seq in active:
@@ -135,8 +159,26 @@ class LlamaCppEngine:
         except queue.Empty:
             pass
 
+    def _admit(self, seq: Sequence, slots: list[Slot], memory: Any) -> None:
+        """Gives `seq` the free slot whose cached tokens share the longest prefix with its prompt."""
+        free = [slot for slot in slots if slot.seq is None]
+        slot = max(free, key=lambda s: (s.common_prefix(seq.prompt_tokens), -s.last_used))
+        reuse = slot.common_prefix(seq.prompt_tokens)
+        if reuse >= len(seq.prompt_tokens):
+            reuse = len(seq.prompt_tokens) - 1  # the last prompt token is decoded again for its logits
+        if not slot.truncate(reuse, memory):
+            reuse = 0
+        slot.seq = seq
+        seq.slot = slot
+        seq.prompt_pos = seq.n_past = seq.cached_tokens = reuse
+        seq.sampler = build_sampler(seq.request.sampling, self._native.n_vocab, seq.prompt_tokens)
+
     def _fill_batch(self, batch: Any, active: list[Sequence]) -> list[tuple[Sequence, int]]:
-        """One token per decoding sequence first, then prompt chunks within what the batch has left."""
+        """One token per decoding sequence, then prompt chunks in arrival order within the budget.
+
+        A small prompt budget per step keeps running streams moving while newcomers are prefilled, and
+        gives newcomers their first tokens one after another instead of all at the end of one big step.
+        """
         n = 0
         outputs: list[tuple[Sequence, int]] = []
 
@@ -145,10 +187,11 @@ class LlamaCppEngine:
             batch.token[n] = token
             batch.pos[n] = seq.n_past
             batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = seq.seq_id
+            batch.seq_id[n][0] = seq.slot.seq_id
             batch.logits[n] = logits
             if logits:
                 outputs.append((seq, n))
+            seq.slot.tokens.append(token)
             seq.n_past += 1
             n += 1
 
@@ -157,30 +200,35 @@ class LlamaCppEngine:
                 add(seq, seq.next_token, True)
         budget = self._batch_size
         for seq in active:
-            if not seq.prefilling or budget <= 0:
+            if budget <= 0:
+                break
+            if not seq.prefilling:
                 continue
             take = min(budget, len(seq.prompt_tokens) - seq.prompt_pos)
-            for i in range(take):
-                pos = seq.prompt_pos + i
-                add(seq, seq.prompt_tokens[pos], pos == len(seq.prompt_tokens) - 1)
+            last = len(seq.prompt_tokens) - 1
+            for pos in range(seq.prompt_pos, seq.prompt_pos + take):
+                add(seq, seq.prompt_tokens[pos], pos == last)
             seq.prompt_pos += take
             budget -= take
         batch.n_tokens = n
         return outputs
 
-    @staticmethod
-    def _release(seq: Sequence, active: list[Sequence], free_ids: list[int], memory: Any) -> None:
+    def _release(self, seq: Sequence, active: list[Sequence]) -> None:
         active.remove(seq)
-        llama_cpp.llama_memory_seq_rm(memory, seq.seq_id, -1, -1)
-        free_ids.append(seq.seq_id)
+        seq.slot.release()
         seq.free_sampler()
+        self._finished(seq)
+
+    def _finished(self, seq: Sequence) -> None:
+        with self._admission:
+            self._in_flight -= 1
 
 
 def load_llamacpp_engine(
-    path: Path, *, context_length: int, parallel: int, threads: int, batch_size: int
+    path: Path, *, context_length: int, parallel: int, threads: int, batch_size: int, max_queue: int = 64
 ) -> LlamaCppEngine:
     """Blocking: call from a worker thread."""
     native = load_native_model(
         path, context_length=context_length, parallel=parallel, threads=threads, batch_size=batch_size
     )
-    return LlamaCppEngine(native, parallel=parallel, batch_size=batch_size)
+    return LlamaCppEngine(native, parallel=parallel, batch_size=batch_size, max_queue=max_queue)

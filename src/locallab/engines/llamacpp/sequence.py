@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import time
 from typing import Any
 
@@ -41,6 +42,43 @@ def build_sampler(params: SamplingParams, n_vocab: int, prompt_tokens: list[int]
     return chain
 
 
+_use_counter = itertools.count(1)
+
+
+class Slot:
+    """One KV-cache sequence of the context. Its cache outlives the request as a prompt cache."""
+
+    def __init__(self, seq_id: int) -> None:
+        self.seq_id = seq_id
+        self.tokens: list[int] = []  # the tokens whose keys and values the cache holds, by position
+        self.seq: Sequence | None = None
+        self.last_used = 0
+
+    def common_prefix(self, prompt: list[int]) -> int:
+        n = 0
+        for cached, wanted in zip(self.tokens, prompt, strict=False):
+            if cached != wanted:
+                break
+            n += 1
+        return n
+
+    def truncate(self, keep: int, memory: Any) -> bool:
+        """Drops cached positions from `keep` on; False (and an empty cache) when that is impossible."""
+        if keep < len(self.tokens) and not llama_cpp.llama_memory_seq_rm(memory, self.seq_id, keep, -1):
+            self.forget(memory)
+            return False
+        del self.tokens[keep:]
+        return True
+
+    def forget(self, memory: Any) -> None:
+        llama_cpp.llama_memory_seq_rm(memory, self.seq_id, -1, -1)
+        self.tokens.clear()
+
+    def release(self) -> None:
+        self.seq = None
+        self.last_used = next(_use_counter)
+
+
 class Sequence:
     """State of one request inside the engine thread. Only `cancelled` is touched from other threads."""
 
@@ -51,7 +89,8 @@ class Sequence:
         self.loop = loop
         self.out = out
         self.cancelled = False
-        self.seq_id = -1
+        self.slot: Slot = _NO_SLOT
+        self.cached_tokens = 0
         self.sampler: Any = None
         self.prompt_pos = 0  # prompt tokens already decoded into the KV cache
         self.n_past = 0  # positions filled in this sequence's KV cache
@@ -60,6 +99,9 @@ class Sequence:
         self.started = time.monotonic()
         self._utf8 = Utf8Stream()
         self._stops = StopMatcher(request.sampling.stop)
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
     @property
     def prompt_tokens(self) -> list[int]:
@@ -73,7 +115,9 @@ class Sequence:
         self.loop.call_soon_threadsafe(self.out.put_nowait, item)
 
     def _chunk(self, text: str, finish: FinishReason | None = None) -> GenerationChunk:
-        return GenerationChunk(text, len(self.prompt_tokens), self.completion_tokens, finish)
+        return GenerationChunk(
+            text, len(self.prompt_tokens), self.completion_tokens, finish, self.cached_tokens
+        )
 
     def accept(self, piece: bytes, *, eog: bool, n_ctx_seq: int) -> bool:
         """Takes one sampled token's bytes; emits text; returns True when the sequence is finished."""
@@ -102,6 +146,9 @@ class Sequence:
         if self.sampler is not None:
             llama_cpp.llama_sampler_free(self.sampler)
             self.sampler = None
+
+
+_NO_SLOT = Slot(-1)
 
 
 def make_piece_buffer() -> ctypes.Array[ctypes.c_char]:
