@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from locallab.api.app import create_app
@@ -103,6 +107,54 @@ def make_client(catalog: dict[str, CatalogEntry]) -> Iterator[AppFactory]:
     yield factory
     for client in clients:
         client.__exit__(None, None, None)
+
+
+T = TypeVar("T")
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
+    """Reads until `done` holds or the deadline passes; returns the last value read."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        value = read()
+    return value
+
+
+LiveServerFactory = Callable[[FakeEngine], str]
+
+
+@pytest.fixture
+def serve_app(catalog: dict[str, CatalogEntry]) -> Iterator[LiveServerFactory]:
+    """Runs the app on a FakeEngine in uvicorn on a free port (real sockets: streaming, disconnects)."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(engine: FakeEngine) -> str:
+        settings = Settings(model="fake-chat", rate_limit_per_minute=0)
+        app = create_app(settings, engine_loader=lambda path: engine, catalog=catalog)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        url = f"http://127.0.0.1:{port}"
+
+        def health() -> str:
+            try:
+                return str(httpx.get(f"{url}/health").json()["model_status"])
+            except httpx.HTTPError:
+                return "down"
+
+        assert poll(health, lambda status: status == "ready") == "ready"
+        return url
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
 
 
 def sse_events(text: str) -> list[Any]:

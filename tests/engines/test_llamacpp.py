@@ -14,7 +14,7 @@ import pytest
 from locallab.engines.base import GenerationRequest, SamplingParams
 from locallab.engines.llamacpp import LlamaCppEngine, load_llamacpp_engine
 from locallab.engines.llamacpp.native import token_bytes
-from locallab.errors import ModelLoadError
+from locallab.errors import ModelLoadError, ServerBusyError
 from locallab.services.chat_template import render_chat
 from tests.real_model import collect, default_model_path, run
 
@@ -155,3 +155,54 @@ def test_file_that_is_not_gguf_is_refused_before_parsing(tmp_path: Path) -> None
     shutil.copyfile(__file__, fake)
     with pytest.raises(ModelLoadError, match="not a valid GGUF"):
         load_llamacpp_engine(fake, context_length=512, parallel=1, threads=1, batch_size=64)
+
+
+def test_follow_up_turn_reuses_the_cached_prefix(engine: LlamaCppEngine) -> None:
+    assert engine.info.chat_template is not None
+    first = [{"role": "user", "content": "Name a fruit."}]
+    chunks, answer = run(collect(engine, render_chat(engine.info.chat_template, first), max_tokens=12))
+    assert chunks[-1].cached_tokens == 0 or chunks[-1].cached_tokens < chunks[-1].prompt_tokens
+    follow_up = [
+        *first,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "Another one?"},
+    ]
+    chunks2, _ = run(collect(engine, render_chat(engine.info.chat_template, follow_up), max_tokens=4))
+    first_prompt_tokens = chunks[-1].prompt_tokens
+    assert chunks2[-1].cached_tokens >= first_prompt_tokens  # the whole first turn came from the cache
+    assert chunks2[-1].cached_tokens < chunks2[-1].prompt_tokens
+
+
+def test_cached_prefix_gives_the_same_greedy_answer(engine: LlamaCppEngine) -> None:
+    prompt = chat_prompt(engine, "List three animals.")
+    first = run(collect(engine, prompt, max_tokens=16))
+    again = run(collect(engine, prompt, max_tokens=16))
+    assert again[0][-1].cached_tokens == again[0][-1].prompt_tokens - 1
+    assert again[1] == first[1]
+
+
+def test_requests_past_slots_and_queue_are_refused(tmp_path: Path) -> None:
+    small = load_llamacpp_engine(
+        default_model_path(), context_length=256, parallel=1, threads=2, batch_size=64, max_queue=1
+    )
+    request = GenerationRequest(run(small.tokenize("Hello")), SamplingParams(max_tokens=50, do_sample=False))
+
+    async def overfill() -> None:
+        first, second = small.generate(request), small.generate(request)
+        with pytest.raises(ServerBusyError, match="busy"):
+            small.generate(request)
+        assert small.load.active + small.load.queued == 2
+        await first.aclose()  # closing before reading still frees its place
+        await second.aclose()
+        for _ in range(500):  # the engine thread frees them at its next step
+            if small.load.active + small.load.queued == 0:
+                break
+            await asyncio.sleep(0.01)
+        third = small.generate(request)
+        texts = [c.text async for c in third]
+        assert texts
+
+    try:
+        run(overfill(), timeout=60)
+    finally:
+        run(small.close())

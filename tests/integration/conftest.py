@@ -79,6 +79,14 @@ def server(start_server: Callable[..., Server]) -> Server:
     return start_server(LOCALLAB_RATE_LIMIT_PER_MINUTE="0", LOCALLAB_PARALLEL="2")
 
 
+@pytest.fixture(scope="session")
+def server_8(start_server: Callable[..., Server]) -> Server:
+    """Eight parallel sequences, limiter off."""
+    return start_server(
+        LOCALLAB_RATE_LIMIT_PER_MINUTE="0", LOCALLAB_PARALLEL="8", LOCALLAB_CONTEXT_LENGTH="4096"
+    )
+
+
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120) as c:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -64,6 +65,29 @@ class ModelInfo:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+class GenerationStream(AsyncIterator[GenerationChunk]):
+    """The chunks of one admitted generation.
+
+    `aclose()` cancels the generation whether or not reading has started, and so does dropping the
+    stream unread (garbage collection), so an abandoned request never keeps its slot.
+    """
+
+    def __init__(self, chunks: AsyncGenerator[GenerationChunk, None], cancel: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self.cancel = cancel
+        weakref.finalize(self, cancel)
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> GenerationChunk:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        self.cancel()
+        await self._chunks.aclose()
+
+
 @dataclass(frozen=True)
 class EngineLoad:
     active: int
@@ -94,7 +118,7 @@ class Engine(Protocol):
         """Requests generating now and requests waiting for a slot."""
         ...
 
-    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+    def generate(self, request: GenerationRequest) -> GenerationStream:
         """Admits the request at once (ServerBusyError when the queue is full) and returns its stream.
 
         Closing the stream early, or dropping it, cancels the generation.

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from locallab.engines.base import EngineLoad, FinishReason, GenerationChunk, GenerationRequest, ModelInfo
+from locallab.engines.base import (
+    EngineLoad,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStream,
+    ModelInfo,
+)
 from locallab.engines.text import StopMatcher, Utf8Stream
 from locallab.errors import EngineError, ServerBusyError
 
@@ -33,6 +41,12 @@ def fake_model_info(name: str = "fake", *, chat_template: str | None = CHATML_TE
         chat_template=chat_template,
         eos_token="<|im_end|>",
     )
+
+
+@dataclass
+class _Request:
+    finished: bool = False
+    released: bool = False
 
 
 class FakeEngine:
@@ -81,21 +95,31 @@ class FakeEngine:
     def load(self) -> EngineLoad:
         return EngineLoad(self.active, self.in_flight - self.active, self.parallel)
 
-    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+    def generate(self, request: GenerationRequest) -> GenerationStream:
         if self.in_flight >= self.parallel + self.max_queue:
             raise ServerBusyError("The fake engine is busy.")
         self.in_flight += 1
         self.requests.append(request)
-        return self._stream(request)
+        state = _Request()
 
-    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        def cancel() -> None:
+            if not state.released:
+                state.released = True
+                self.in_flight -= 1
+                self.cancelled += 0 if state.finished else 1
+
+        return GenerationStream(self._stream(request, state, cancel), cancel)
+
+    async def _stream(
+        self, request: GenerationRequest, state: _Request, release: Callable[[], None]
+    ) -> AsyncGenerator[GenerationChunk, None]:
         params = request.sampling
         utf8, stops = Utf8Stream(), StopMatcher(params.stop)
         n_prompt, started = len(request.prompt_tokens), time.monotonic()
         pieces = self.pieces
         if pieces is None:
             pieces = [chr(t).encode() for t in request.prompt_tokens]
-        finished = running = False
+        running = False
         try:
             while self.active >= self.parallel:  # waits in the queue for a free slot
                 await asyncio.sleep(0.001)
@@ -117,19 +141,17 @@ class FakeEngine:
                     finish = "time"
                 if finish is not None:
                     tail = "" if stopped else stops.flush() + utf8.flush()
-                    finished = True
+                    state.finished = True
                     yield GenerationChunk(text + tail, n_prompt, n, finish)
                     return
                 if text:
                     yield GenerationChunk(text, n_prompt, n)
-            finished = True
+            state.finished = True
             yield GenerationChunk(stops.flush() + utf8.flush(), n_prompt, len(pieces), "stop")
         finally:
             if running:
                 self.active -= 1
-            self.in_flight -= 1
-            if not finished:
-                self.cancelled += 1
+            release()
 
     async def close(self) -> None:
         self.closed = True

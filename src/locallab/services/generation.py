@@ -8,7 +8,13 @@ import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, SamplingParams
+from locallab.engines.base import (
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStream,
+    SamplingParams,
+)
 from locallab.errors import ChatTemplateError, ContextOverflowError, EngineError
 from locallab.services.chat_template import render_chat
 from locallab.services.registry import LoadedModel, ModelRegistry
@@ -89,16 +95,16 @@ class GenerationService:
         params = SamplingParams(**{**sampling.__dict__, "max_tokens": min(wanted, room)})
         return PreparedGeneration(model, GenerationRequest(tokens, params))
 
-    def start(self, prepared: PreparedGeneration) -> AsyncGenerator[GenerationChunk, None]:
+    def start(self, prepared: PreparedGeneration) -> GenerationStream:
         """Admits the generation now (ServerBusyError when the queue is full) and returns its chunks.
 
         Closing the returned iterator cancels the generation.
         """
         chunks = prepared.model.engine.generate(prepared.request)
-        return self._counted(prepared, chunks)
+        return GenerationStream(self._counted(prepared, chunks), chunks.cancel)
 
     async def _counted(
-        self, prepared: PreparedGeneration, chunks: AsyncGenerator[GenerationChunk, None]
+        self, prepared: PreparedGeneration, chunks: GenerationStream
     ) -> AsyncGenerator[GenerationChunk, None]:
         self._stats.generation_started()
         last: GenerationChunk | None = None
@@ -116,7 +122,7 @@ class GenerationService:
 
     async def complete_all(self, prepared: Sequence[PreparedGeneration]) -> list[Completion]:
         """Runs generations concurrently; all are admitted first, and one failure cancels the rest."""
-        streams: list[AsyncGenerator[GenerationChunk, None]] = []
+        streams: list[GenerationStream] = []
         try:
             for item in prepared:
                 streams.append(self.start(item))
@@ -133,7 +139,7 @@ class GenerationService:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def collect(self, stream: AsyncGenerator[GenerationChunk, None]) -> Completion:
+    async def collect(self, stream: GenerationStream) -> Completion:
         parts: list[str] = []
         final: GenerationChunk | None = None
         async with contextlib.aclosing(stream) as chunks:

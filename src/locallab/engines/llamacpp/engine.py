@@ -12,14 +12,19 @@ import asyncio
 import logging
 import queue
 import threading
-import weakref
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 
-from locallab.engines.base import EngineLoad, GenerationChunk, GenerationRequest, ModelInfo
+from locallab.engines.base import (
+    EngineLoad,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStream,
+    ModelInfo,
+)
 from locallab.engines.llamacpp.native import NativeModel, load_native_model, token_bytes, tokenize
 from locallab.engines.llamacpp.sequence import Sequence, Slot, build_sampler, make_piece_buffer
 from locallab.errors import EngineError, ServerBusyError
@@ -56,7 +61,7 @@ class LlamaCppEngine:
     async def tokenize(self, text: str) -> list[int]:
         return await asyncio.to_thread(tokenize, self._native.vocab, text, add_special=True)
 
-    def generate(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+    def generate(self, request: GenerationRequest) -> GenerationStream:
         with self._admission:
             if self._closing:
                 raise EngineError("The model was unloaded while the request was waiting; send it again.")
@@ -69,9 +74,7 @@ class LlamaCppEngine:
         out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
         seq = Sequence(request, asyncio.get_running_loop(), out)
         self._incoming.put(seq)
-        stream = self._stream(seq)
-        weakref.finalize(stream, seq.cancel)  # a stream dropped without being read still frees its slot
-        return stream
+        return GenerationStream(self._stream(seq), seq.cancel)
 
     async def _stream(self, seq: Sequence) -> AsyncGenerator[GenerationChunk, None]:
         try:

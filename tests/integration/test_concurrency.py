@@ -1,0 +1,94 @@
+"""Many users at once on the real model: batching keeps answers right, the queue is bounded, and a
+client that hangs up frees its slot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.conftest import poll
+from tests.integration.conftest import Server
+
+pytestmark = pytest.mark.integration
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Name three colours.",
+    "Count from 1 to 5.",
+    "Write a haiku about rain.",
+]
+
+
+def _ask(question: str) -> dict[str, object]:
+    return {"messages": [{"role": "user", "content": question}], "do_sample": False, "max_length": 16}
+
+
+async def _many(url: str, bodies: list[dict[str, object]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        return list(await asyncio.gather(*(client.post("/chat", json=b) for b in bodies)))
+
+
+def _answer(response: httpx.Response) -> str:
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+def test_32_concurrent_requests_on_8_slots_all_answer_as_if_alone(server_8: Server) -> None:
+    alone = {q: _answer(httpx.post(f"{server_8.url}/chat", json=_ask(q), timeout=60)) for q in QUESTIONS}
+    responses = asyncio.run(_many(server_8.url, [_ask(q) for q in QUESTIONS * 8]))
+    assert [r.status_code for r in responses] == [200] * 32
+    for question, response in zip(QUESTIONS * 8, responses, strict=True):
+        assert _answer(response) == alone[question]
+
+
+def test_queue_overflow_gets_503_and_nothing_hangs(start_server: Callable[..., Server]) -> None:
+    server = start_server(LOCALLAB_RATE_LIMIT_PER_MINUTE="0", LOCALLAB_PARALLEL="8", LOCALLAB_MAX_QUEUE="8")
+    responses = asyncio.run(_many(server.url, [_ask(q) for q in QUESTIONS * 8]))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 16 and statuses.count(503) == 16
+    busy = next(r for r in responses if r.status_code == 503)
+    assert "busy" in busy.json()["detail"] and int(busy.headers["retry-after"]) >= 1
+    requests = httpx.get(f"{server.url}/system/info").json()["requests"]
+    assert (requests["active"], requests["queued"]) == (0, 0)
+
+
+def _active(url: str) -> int:
+    requests = httpx.get(f"{url}/system/info").json()["requests"]
+    return int(requests["active"]) + int(requests["queued"])
+
+
+def test_disconnect_during_prompt_processing_frees_the_slot(server_8: Server) -> None:
+    long_prompt = "Summarise this text. " + "The quick brown fox jumps over the lazy dog. " * 300
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server_8.url}/generate", json={"prompt": long_prompt, "raw": True}, timeout=0.5)
+    assert poll(lambda: _active(server_8.url), lambda n: n == 0, timeout=5) == 0
+
+
+def test_disconnect_during_streaming_frees_the_slot(server_8: Server) -> None:
+    body = {"prompt": "Tell me a very long story.", "stream": True, "max_length": 2000, "stop": ["zzzz"]}
+    with httpx.stream("POST", f"{server_8.url}/generate", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        assert _active(server_8.url) == 1
+    assert poll(lambda: _active(server_8.url), lambda n: n == 0, timeout=5) == 0
+
+
+def test_batch_route_answers_every_prompt(server_8: Server) -> None:
+    prompts = QUESTIONS[:3]
+    r = httpx.post(
+        f"{server_8.url}/generate/batch",
+        json={"prompts": prompts, "do_sample": False, "max_length": 16},
+        timeout=60,
+    )
+    assert r.status_code == 200
+    body = r.json()
+    singles = [
+        httpx.post(
+            f"{server_8.url}/generate", json={"prompt": p, "do_sample": False, "max_length": 16}
+        ).json()
+        for p in prompts
+    ]
+    assert body["responses"] == [s["response"] for s in singles]
+    assert body["usage"]["completion_tokens"] == sum(s["usage"]["completion_tokens"] for s in singles)
