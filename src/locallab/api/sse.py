@@ -17,7 +17,9 @@ DONE = b"data: [DONE]\n\n"
 
 
 def encode_event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n\n"
+    return (
+        b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+    )
 
 
 async def with_errors_and_done(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

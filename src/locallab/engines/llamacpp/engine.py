@@ -26,7 +26,7 @@ from locallab.engines.base import (
     ModelInfo,
 )
 from locallab.engines.llamacpp.native import NativeModel, load_native_model, token_bytes, tokenize
-from locallab.engines.llamacpp.sequence import Sequence, Slot, build_sampler, make_piece_buffer
+from locallab.engines.llamacpp.sequence import Outbox, Sequence, Slot, build_sampler, make_piece_buffer
 from locallab.errors import EngineError, ServerBusyError
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class LlamaCppEngine:
         self._in_flight = 0  # admitted and not yet released: generating or waiting for a slot
         self._active = 0  # holding a slot (written by the engine thread only)
         self._closing = False
+        self._outbox = Outbox()  # written by the engine thread only
         self._thread = threading.Thread(target=self._run, name=f"llama.cpp:{native.info.name}", daemon=True)
         self._thread.start()
 
@@ -72,7 +73,7 @@ class LlamaCppEngine:
                 )
             self._in_flight += 1
         out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
-        seq = Sequence(request, asyncio.get_running_loop(), out)
+        seq = Sequence(request, asyncio.get_running_loop(), out, self._outbox)
         self._incoming.put(seq)
         return GenerationStream(self._stream(seq), seq.cancel)
 
@@ -130,6 +131,7 @@ class LlamaCppEngine:
                         seq.emit(error)
                         seq.slot.forget(memory)  # its cache no longer matches its token list
                         self._release(seq, active)
+                    self._outbox.flush()
                     continue
                 for seq, index in outputs:
                     token = llama_cpp.llama_sampler_sample(seq.sampler, native.ctx, index)
@@ -138,12 +140,14 @@ class LlamaCppEngine:
                     seq.next_token = token
                     if seq.accept(piece, eog=eog, n_ctx_seq=native.n_ctx_seq):
                         self._release(seq, active)
+                self._outbox.flush()
                 self._active = len(active)
         except BaseException as exc:  # never leave a waiting client hanging
             logger.exception("llama.cpp engine thread crashed")
             error = EngineError(f"The llama.cpp engine stopped: {exc}")
             for seq in active + waiting:
                 seq.emit(error)
+            self._outbox.flush()
             with self._admission:
                 self._closing = True
         finally:
@@ -163,9 +167,14 @@ class LlamaCppEngine:
             pass
 
     def _admit(self, seq: Sequence, slots: list[Slot], memory: Any) -> None:
-        """Gives `seq` the free slot whose cached tokens share the longest prefix with its prompt."""
+        """Gives `seq` the free slot whose cached tokens share the longest prefix with its prompt.
+
+        Without a shared prefix it takes the lowest free slot: llama.cpp decodes a batch in one pass
+        only over consecutive sequence ids (with one KV cache per sequence), so busy slots are best
+        kept together.
+        """
         free = [slot for slot in slots if slot.seq is None]
-        slot = max(free, key=lambda s: (s.common_prefix(seq.prompt_tokens), -s.last_used))
+        slot = max(free, key=lambda s: (s.common_prefix(seq.prompt_tokens), -s.seq_id))
         reuse = slot.common_prefix(seq.prompt_tokens)
         if reuse >= len(seq.prompt_tokens):
             reuse = len(seq.prompt_tokens) - 1  # the last prompt token is decoded again for its logits
@@ -177,10 +186,12 @@ class LlamaCppEngine:
         seq.sampler = build_sampler(seq.request.sampling, self._native.n_vocab, seq.prompt_tokens)
 
     def _fill_batch(self, batch: Any, active: list[Sequence]) -> list[tuple[Sequence, int]]:
-        """One token per decoding sequence, then prompt chunks in arrival order within the budget.
+        """One token per decoding sequence, and prompt chunks within the budget in arrival order.
 
         A small prompt budget per step keeps running streams moving while newcomers are prefilled, and
         gives newcomers their first tokens one after another instead of all at the end of one big step.
+        Tokens go into the batch ordered by sequence id: llama.cpp splits a batch whose sequence ids
+        are out of order into several passes, and cannot reuse its compute graph between steps.
         """
         n = 0
         outputs: list[tuple[Sequence, int]] = []
@@ -198,21 +209,24 @@ class LlamaCppEngine:
             seq.n_past += 1
             n += 1
 
-        for seq in active:
-            if not seq.prefilling:
-                add(seq, seq.next_token, True)
+        plan: list[tuple[Sequence, int]] = []  # (sequence, prompt tokens to read; 0: decode one token)
         budget = self._batch_size
         for seq in active:
-            if budget <= 0:
-                break
             if not seq.prefilling:
+                plan.append((seq, 0))
+            elif budget > 0:
+                take = min(budget, len(seq.prompt_tokens) - seq.prompt_pos)
+                plan.append((seq, take))
+                budget -= take
+        plan.sort(key=lambda item: item[0].slot.seq_id)
+        for seq, take in plan:
+            if take == 0:
+                add(seq, seq.next_token, True)
                 continue
-            take = min(budget, len(seq.prompt_tokens) - seq.prompt_pos)
             last = len(seq.prompt_tokens) - 1
             for pos in range(seq.prompt_pos, seq.prompt_pos + take):
                 add(seq, seq.prompt_tokens[pos], pos == last)
             seq.prompt_pos += take
-            budget -= take
         batch.n_tokens = n
         return outputs
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import itertools
 import time
 from typing import Any
 
@@ -42,7 +41,31 @@ def build_sampler(params: SamplingParams, n_vocab: int, prompt_tokens: list[int]
     return chain
 
 
-_use_counter = itertools.count(1)
+class Outbox:
+    """Items for asyncio queues, handed to their event loops once per engine step.
+
+    One wake-up per loop and step instead of one per token: on a machine where llama.cpp's threads
+    use every core, each wake-up of the event loop takes time from the decode.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], object]]] = {}
+
+    def put(self, loop: asyncio.AbstractEventLoop, out: asyncio.Queue[Any], item: object) -> None:
+        self._items.setdefault(loop, []).append((out, item))
+
+    def flush(self) -> None:
+        items, self._items = self._items, {}
+        for loop, batch in items.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+
+def _deliver(batch: list[tuple[asyncio.Queue[Any], object]]) -> None:
+    for out, item in batch:
+        out.put_nowait(item)
 
 
 class Slot:
@@ -52,7 +75,6 @@ class Slot:
         self.seq_id = seq_id
         self.tokens: list[int] = []  # the tokens whose keys and values the cache holds, by position
         self.seq: Sequence | None = None
-        self.last_used = 0
 
     def common_prefix(self, prompt: list[int]) -> int:
         n = 0
@@ -76,18 +98,22 @@ class Slot:
 
     def release(self) -> None:
         self.seq = None
-        self.last_used = next(_use_counter)
 
 
 class Sequence:
     """State of one request inside the engine thread. Only `cancelled` is touched from other threads."""
 
     def __init__(
-        self, request: GenerationRequest, loop: asyncio.AbstractEventLoop, out: asyncio.Queue[Any]
+        self,
+        request: GenerationRequest,
+        loop: asyncio.AbstractEventLoop,
+        out: asyncio.Queue[Any],
+        outbox: Outbox,
     ) -> None:
         self.request = request
         self.loop = loop
         self.out = out
+        self._outbox = outbox
         self.cancelled = False
         self.slot: Slot = _NO_SLOT
         self.cached_tokens = 0
@@ -112,7 +138,7 @@ class Sequence:
         return self.prompt_pos < len(self.request.prompt_tokens)
 
     def emit(self, item: GenerationChunk | BaseException) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        self._outbox.put(self.loop, self.out, item)
 
     def _chunk(self, text: str, finish: FinishReason | None = None) -> GenerationChunk:
         return GenerationChunk(

@@ -1,0 +1,66 @@
+"""The ceiling: llama.cpp's own decode speed through the C API, with no sampling and no HTTP.
+
+Loads the model with the same context settings LocalLab uses, prefills a short prompt in each of
+`sequences` sequences, then times `steps` decode steps of one token per sequence. Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import llama_cpp
+
+from locallab.config.catalog import load_catalog
+from locallab.engines.llamacpp.native import load_native_model, tokenize
+
+
+def measure(path: Path, *, sequences: int, steps: int, threads: int, context: int, slots: int) -> float:
+    native = load_native_model(path, context_length=context, parallel=slots, threads=threads, batch_size=512)
+    try:
+        prompt = tokenize(native.vocab, "Count from 1 to 200, separated by commas.", add_special=True)
+        batch = llama_cpp.llama_batch_init(512, 0, 1)
+
+        def fill(items: list[tuple[int, int, int, bool]]) -> None:
+            for i, (token, pos, seq, logits) in enumerate(items):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos, 1
+                batch.seq_id[i][0], batch.logits[i] = seq, logits
+            batch.n_tokens = len(items)
+
+        fill([(t, p, s, p == len(prompt) - 1) for s in range(sequences) for p, t in enumerate(prompt)])
+        assert llama_cpp.llama_decode(native.ctx, batch) == 0
+        token = prompt[-1]
+        start = time.perf_counter()
+        for step in range(steps):
+            fill([(token, len(prompt) + step, s, True) for s in range(sequences)])
+            assert llama_cpp.llama_decode(native.ctx, batch) == 0
+        elapsed = time.perf_counter() - start
+        llama_cpp.llama_batch_free(batch)
+        return sequences * steps / elapsed
+    finally:
+        native.free()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: the embedded model)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--context", type=int, default=2048, help="context per sequence")
+    parser.add_argument("--slots", type=int, default=8, help="sequences the context holds")
+    parser.add_argument("--sequences", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+    path = args.model or load_catalog()["smollm2-135m-instruct"].source.locate()
+    results = {
+        str(n): measure(
+            path, sequences=n, steps=args.steps, threads=args.threads, context=args.context, slots=args.slots
+        )
+        for n in args.sequences
+    }
+    print(json.dumps({"tokens_per_second": results}))
+
+
+if __name__ == "__main__":
+    main()
