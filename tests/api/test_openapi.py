@@ -11,6 +11,7 @@ def test_schema_has_no_422_and_documents_errors_on_every_route(make_client: AppF
     operations = [(path, method, op) for path, ops in schema["paths"].items() for method, op in ops.items()]
     assert {(p, m) for p, m, _ in operations} >= {
         ("/generate", "post"),
+        ("/generate/batch", "post"),
         ("/chat", "post"),
         ("/models/load", "post"),
         ("/models/current", "get"),

@@ -11,7 +11,6 @@ from locallab.engines.base import GenerationRequest, SamplingParams
 from locallab.engines.llamacpp.engine import LlamaCppEngine
 from locallab.engines.llamacpp.sequence import Outbox, Sequence, Slot
 
-
 _LOOP = asyncio.new_event_loop()  # never run: sequences here only need one to exist
 atexit.register(_LOOP.close)
 

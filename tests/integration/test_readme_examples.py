@@ -30,6 +30,7 @@ def _curl_examples() -> list[str]:
 def test_readme_has_curl_examples_for_every_route() -> None:
     routes = {
         "/generate",
+        "/generate/batch",
         "/chat",
         "/models/available",
         "/models/current",
