@@ -206,3 +206,45 @@ def test_requests_past_slots_and_queue_are_refused(tmp_path: Path) -> None:
         run(overfill(), timeout=60)
     finally:
         run(small.close())
+
+
+def test_schema_grammar_keeps_control_characters_out_of_strings() -> None:
+    from locallab.engines.llamacpp.sampling import grammar_for
+
+    grammar = grammar_for(SamplingParams(max_tokens=1, json_schema={"type": "string"}))
+    assert grammar is not None
+    char_rule = next(line for line in grammar.splitlines() if line.startswith("char ::="))
+    assert "\\x00-\\x1F" in char_rule  # JSON strings may not hold raw newlines or tabs
+
+
+def test_json_schema_output_parses_and_validates(engine: LlamaCppEngine) -> None:
+    import json
+
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer"}},
+        "required": ["ok", "n"],
+    }
+    chunks, text = run(
+        collect(
+            engine,
+            chat_prompt(engine, "Reply with JSON."),
+            max_tokens=40,
+            json_schema=schema,
+            json_output=True,
+        )
+    )
+    assert chunks[-1].finish_reason == "stop"
+    value = json.loads(text)
+    assert isinstance(value["ok"], bool) and isinstance(value["n"], int)
+
+
+def test_logprobs_report_the_chosen_token_and_its_alternatives(engine: LlamaCppEngine) -> None:
+    chunks, text = run(collect(engine, chat_prompt(engine, "Say hello."), max_tokens=4, logprobs=3))
+    entries = [e for c in chunks for e in c.logprobs]
+    assert len(entries) == 4
+    assert b"".join(e.text for e in entries).decode() == text
+    for entry in entries:
+        assert entry.logprob <= 0 and len(entry.top) == 3
+        assert entry.top[0][1] >= entry.logprob  # greedy picked the likeliest: it is the top entry
+        assert entry.top[0][0] == entry.text

@@ -17,7 +17,7 @@ from locallab import __version__
 from locallab.api.errors import install_error_handlers
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
 from locallab.api.middleware.request_count import RequestCountMiddleware
-from locallab.api.routes import generate, models, system
+from locallab.api.routes import generate, models, openai, system
 from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
 from locallab.config.settings import Settings
@@ -118,6 +118,7 @@ def create_app(
     app.include_router(generate.router)
     app.include_router(models.router)
     app.include_router(system.router)
+    app.include_router(openai.router)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
     if settings.rate_limit_per_minute > 0:
         limiter = TokenBucketLimiter(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -48,8 +49,34 @@ def status_for(exc: LocalLabError) -> int:
     return 500
 
 
-def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "invalid_request_error", 405: "invalid_request_error", 409: "invalid_request_error",
+    413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
+}  # fmt: skip
+_PARAM = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
+
+
+def error_payload(path: str, status: int, detail: str) -> dict[str, Any]:
+    """`{"detail"}` on LocalLab's routes; OpenAI's envelope on /v1, so its clients raise typed errors."""
+    if not path.startswith(OPENAI_PREFIX):
+        return {"detail": detail}
+    match = _PARAM.match(detail)
+    return {
+        "error": {
+            "message": detail,
+            "type": _OPENAI_TYPES.get(status, "server_error"),
+            "param": match.group(1) if match else None,
+            "code": None,
+        }
+    }
+
+
+def error_response(
+    request: Request, status: int, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_payload(request.url.path, status, detail), status_code=status, headers=headers)
 
 
 def _describe_input(value: Any) -> str:
@@ -90,12 +117,12 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     if status >= 500:
         logger.error("request %s failed: %s", request.url.path, exc.detail)
     retry = next((v for k, v in RETRY_AFTER_SECONDS.items() if isinstance(exc, k)), None)
-    return error_response(status, exc.detail, {"Retry-After": str(retry)} if retry else None)
+    return error_response(request, status, exc.detail, {"Retry-After": str(retry)} if retry else None)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(400, validation_detail(list(exc.errors())))
+    return error_response(request, 400, validation_detail(list(exc.errors())))
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -105,7 +132,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
         detail = f"No route {request.method} {request.url.path}. See /docs for the API."
     elif exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}."
-    return error_response(exc.status_code, detail, dict(exc.headers) if exc.headers else None)
+    return error_response(request, exc.status_code, detail, dict(exc.headers) if exc.headers else None)
 
 
 async def _on_client_gone(request: Request, exc: Exception) -> Response:
@@ -115,7 +142,7 @@ async def _on_client_gone(request: Request, exc: Exception) -> Response:
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(500, "Internal server error; the server log has the details.")
+    return error_response(request, 500, "Internal server error; the server log has the details.")
 
 
 def install_error_handlers(app: FastAPI) -> None:

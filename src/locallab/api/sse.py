@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.responses import StreamingResponse
 
+from locallab.api.errors import error_payload, status_for
 from locallab.errors import LocalLabError
 
 logger = logging.getLogger(__name__)
@@ -22,24 +23,24 @@ def encode_event(payload: dict[str, Any]) -> bytes:
     )
 
 
-async def with_errors_and_done(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def with_errors_and_done(events: AsyncIterator[dict[str, Any]], path: str) -> AsyncIterator[bytes]:
     """Once a stream has started its status is sent: an error travels as an event, then [DONE]."""
     try:
         async for event in events:
             yield encode_event(event)
     except LocalLabError as exc:
-        yield encode_event({"detail": exc.detail})
+        yield encode_event(error_payload(path, status_for(exc), exc.detail))
     except Exception:
         logger.exception("stream failed")
-        yield encode_event(
-            {"detail": "Internal server error during generation; the server log has the details."}
-        )
+        detail = "Internal server error during generation; the server log has the details."
+        yield encode_event(error_payload(path, 500, detail))
     yield DONE
 
 
-def sse_response(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def sse_response(events: AsyncIterator[dict[str, Any]], path: str = "/") -> StreamingResponse:
+    """`path` picks the error shape: `{"detail"}`, or OpenAI's envelope under /v1."""
     return StreamingResponse(
-        with_errors_and_done(events),
+        with_errors_and_done(events, path),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

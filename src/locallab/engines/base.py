@@ -6,7 +6,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 FinishReason = Literal["stop", "length", "time"]
 
@@ -24,6 +24,11 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     max_time: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    json_output: bool = False  # constrain the output to JSON...
+    json_schema: dict[str, Any] | None = None  # ...matching this schema (checked by check_json_schema)
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives
 
     @property
     def greedy(self) -> bool:
@@ -37,6 +42,15 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability under the model, and the likeliest alternatives."""
+
+    text: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationChunk:
     """New text of one step. The last chunk of a generation carries `finish_reason`."""
 
@@ -45,6 +59,7 @@ class GenerationChunk:
     completion_tokens: int
     finish_reason: FinishReason | None = None
     cached_tokens: int = 0  # prompt tokens whose KV cache was reused from an earlier request
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token of this chunk, when requested
 
 
 @dataclass(frozen=True)

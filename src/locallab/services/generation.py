@@ -14,7 +14,9 @@ from locallab.engines.base import (
     GenerationRequest,
     GenerationStream,
     SamplingParams,
+    TokenLogprob,
 )
+from locallab.engines.json_schema import check_json_schema
 from locallab.errors import ChatTemplateError, ContextOverflowError, EngineError
 from locallab.services.chat_template import render_chat
 from locallab.services.registry import LoadedModel, ModelRegistry
@@ -41,6 +43,7 @@ class Completion:
     text: str
     finish_reason: FinishReason
     usage: Usage
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class GenerationService:
     async def prepare(
         self, model: LoadedModel, prompt: str, sampling: SamplingParams, *, max_tokens: int | None
     ) -> PreparedGeneration:
+        if sampling.json_schema is not None:
+            check_json_schema(sampling.json_schema)
         tokens = await model.engine.tokenize(prompt)
         context = model.engine.context_length
         if len(tokens) >= context:
@@ -141,11 +146,13 @@ class GenerationService:
 
     async def collect(self, stream: GenerationStream) -> Completion:
         parts: list[str] = []
+        logprobs: list[TokenLogprob] = []
         final: GenerationChunk | None = None
         async with contextlib.aclosing(stream) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
+                logprobs.extend(chunk.logprobs)
                 final = chunk
         if final is None or final.finish_reason is None:
             raise EngineError("The engine ended the generation without a final result.")
-        return Completion("".join(parts), final.finish_reason, Usage.of(final))
+        return Completion("".join(parts), final.finish_reason, Usage.of(final), tuple(logprobs))

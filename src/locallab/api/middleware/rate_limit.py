@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from locallab.api.errors import error_payload
+
 EXEMPT_PATHS = frozenset({"/health"})
 _MAX_CLIENTS = 10_000
 
@@ -71,12 +73,11 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         retry_after = max(1, math.ceil(wait))
-        body = json.dumps(
-            {
-                "detail": f"Rate limit exceeded: {self.limiter.burst} requests at once and "
-                f"{round(self.limiter.rate * 60)} per minute per client. Retry in {retry_after} s."
-            }
-        ).encode()
+        detail = (
+            f"Rate limit exceeded: {self.limiter.burst} requests at once and "
+            f"{round(self.limiter.rate * 60)} per minute per client. Retry in {retry_after} s."
+        )
+        body = json.dumps(error_payload(scope["path"], 429, detail)).encode()
         await send(
             {
                 "type": "http.response.start",

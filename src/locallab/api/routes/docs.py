@@ -21,11 +21,14 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
-def sse_ok(model: type, description: str) -> dict[int | str, dict[str, Any]]:
-    return {
-        200: {
-            "model": model,
-            "description": description,
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        }
+def sse_ok(model: type | None, description: str) -> dict[int | str, dict[str, Any]]:
+    """A 200 that is JSON (`model`, or any object) or, with stream=true, server-sent events."""
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
+    if model is not None:
+        response["model"] = model
+    else:
+        response["content"]["application/json"] = {"schema": {"type": "object"}}
+    return {200: response}

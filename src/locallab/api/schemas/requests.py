@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -35,6 +35,11 @@ class SamplingFields(_Strict):
     max_time: float | None = Field(
         None, gt=0.0, description="Seconds after which generation ends with finish_reason 'time'."
     )
+    format: Literal["json"] | dict[str, Any] | None = Field(
+        None,
+        description='"json": the answer is JSON; a JSON schema: the answer is JSON valid against it. '
+        "Enforced while decoding.",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -58,6 +63,8 @@ class SamplingFields(_Strict):
             seed=self.seed,
             stop=stops,
             max_time=self.max_time,
+            json_output=self.format is not None,
+            json_schema=self.format if isinstance(self.format, dict) else None,
         )
 
 

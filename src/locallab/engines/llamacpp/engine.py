@@ -26,7 +26,8 @@ from locallab.engines.base import (
     ModelInfo,
 )
 from locallab.engines.llamacpp.native import NativeModel, load_native_model, token_bytes, tokenize
-from locallab.engines.llamacpp.sequence import Outbox, Sequence, Slot, build_sampler, make_piece_buffer
+from locallab.engines.llamacpp.sampling import build_sampler, grammar_for, token_logprob
+from locallab.engines.llamacpp.sequence import Outbox, Sequence, Slot, make_piece_buffer
 from locallab.errors import EngineError, ServerBusyError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class LlamaCppEngine:
         return await asyncio.to_thread(tokenize, self._native.vocab, text, add_special=True)
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
+        grammar = grammar_for(request.sampling)  # a schema it cannot enforce fails here, before admission
         with self._admission:
             if self._closing:
                 raise EngineError("The model was unloaded while the request was waiting; send it again.")
@@ -73,7 +75,7 @@ class LlamaCppEngine:
                 )
             self._in_flight += 1
         out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
-        seq = Sequence(request, asyncio.get_running_loop(), out, self._outbox)
+        seq = Sequence(request, asyncio.get_running_loop(), out, self._outbox, grammar)
         self._incoming.put(seq)
         return GenerationStream(self._stream(seq), seq.cancel)
 
@@ -116,7 +118,13 @@ class LlamaCppEngine:
                     self._finished(seq)
                 while waiting and any(slot.seq is None for slot in slots):
                     seq = waiting.pop(0)
-                    self._admit(seq, slots, memory)
+                    try:
+                        self._admit(seq, slots, memory)
+                    except EngineError as exc:  # this request cannot run; the others go on
+                        seq.emit(exc)
+                        self._outbox.flush()
+                        self._finished(seq)
+                        continue
                     active.append(seq)
                 for seq in [s for s in active if s.cancelled]:
                     self._release(seq, active)
@@ -138,7 +146,13 @@ class LlamaCppEngine:
                     eog = bool(llama_cpp.llama_vocab_is_eog(native.vocab, token))
                     piece = b"" if eog else token_bytes(native.vocab, token, piece_buf)
                     seq.next_token = token
-                    if seq.accept(piece, eog=eog, n_ctx_seq=native.n_ctx_seq):
+                    logprob = None
+                    if seq.request.sampling.logprobs is not None and not eog:
+                        logprob = token_logprob(
+                            native.ctx, index, native.n_vocab, token, seq.request.sampling.logprobs,
+                            lambda t: token_bytes(native.vocab, t, piece_buf),
+                        )  # fmt: skip
+                    if seq.accept(piece, eog=eog, n_ctx_seq=native.n_ctx_seq, logprob=logprob):
                         self._release(seq, active)
                 self._outbox.flush()
                 self._active = len(active)
@@ -173,6 +187,9 @@ class LlamaCppEngine:
         only over consecutive sequence ids (with one KV cache per sequence), so busy slots are best
         kept together.
         """
+        seq.sampler = build_sampler(
+            seq.request.sampling, self._native.vocab, self._native.n_vocab, seq.prompt_tokens, seq.grammar
+        )
         free = [slot for slot in slots if slot.seq is None]
         slot = max(free, key=lambda s: (s.common_prefix(seq.prompt_tokens), -s.seq_id))
         reuse = slot.common_prefix(seq.prompt_tokens)
@@ -183,7 +200,6 @@ class LlamaCppEngine:
         slot.seq = seq
         seq.slot = slot
         seq.prompt_pos = seq.n_past = seq.cached_tokens = reuse
-        seq.sampler = build_sampler(seq.request.sampling, self._native.n_vocab, seq.prompt_tokens)
 
     def _fill_batch(self, batch: Any, active: list[Sequence]) -> list[tuple[Sequence, int]]:
         """One token per decoding sequence, and prompt chunks within the budget in arrival order.

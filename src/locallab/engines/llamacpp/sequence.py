@@ -9,36 +9,8 @@ from typing import Any
 
 import llama_cpp
 
-from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, SamplingParams
+from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, TokenLogprob
 from locallab.engines.text import StopMatcher, Utf8Stream
-
-_PENALTY_LAST_N = 64
-
-
-def build_sampler(params: SamplingParams, n_vocab: int, prompt_tokens: list[int]) -> Any:
-    """A llama.cpp sampler chain for one sequence: penalties, then greedy or top-k/top-p/temperature."""
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    if params.repetition_penalty != 1.0:
-        llama_cpp.llama_sampler_chain_add(
-            chain,
-            llama_cpp.llama_sampler_init_penalties(
-                n_vocab, _PENALTY_LAST_N, params.repetition_penalty, 0.0, 0.0
-            ),
-        )
-        # The penalty window starts with the end of the prompt, as llama.cpp's own server does.
-        for token in prompt_tokens[-_PENALTY_LAST_N:]:
-            llama_cpp.llama_sampler_accept(chain, token)
-    if params.greedy:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
-    if params.top_k > 0:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
-    if params.top_p < 1.0:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
-    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
-    llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
-    return chain
 
 
 class Outbox:
@@ -109,8 +81,10 @@ class Sequence:
         loop: asyncio.AbstractEventLoop,
         out: asyncio.Queue[Any],
         outbox: Outbox,
+        grammar: str | None = None,
     ) -> None:
         self.request = request
+        self.grammar = grammar
         self.loop = loop
         self.out = out
         self._outbox = outbox
@@ -125,6 +99,7 @@ class Sequence:
         self.started = time.monotonic()
         self._utf8 = Utf8Stream()
         self._stops = StopMatcher(request.sampling.stop)
+        self._logprobs: list[TokenLogprob] = []  # of tokens whose text has not been emitted yet
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -141,17 +116,20 @@ class Sequence:
         self._outbox.put(self.loop, self.out, item)
 
     def _chunk(self, text: str, finish: FinishReason | None = None) -> GenerationChunk:
+        logprobs, self._logprobs = tuple(self._logprobs), []
         return GenerationChunk(
-            text, len(self.prompt_tokens), self.completion_tokens, finish, self.cached_tokens
+            text, len(self.prompt_tokens), self.completion_tokens, finish, self.cached_tokens, logprobs
         )
 
-    def accept(self, piece: bytes, *, eog: bool, n_ctx_seq: int) -> bool:
+    def accept(self, piece: bytes, *, eog: bool, n_ctx_seq: int, logprob: TokenLogprob | None = None) -> bool:
         """Takes one sampled token's bytes; emits text; returns True when the sequence is finished."""
         params = self.request.sampling
         if eog:
             self.emit(self._chunk(self._stops.flush() + self._utf8.flush(), "stop"))
             return True
         self.completion_tokens += 1
+        if logprob is not None:
+            self._logprobs.append(logprob)
         text, stopped = self._stops.feed(self._utf8.feed(piece))
         if stopped:
             self.emit(self._chunk(text, "stop"))
