@@ -122,7 +122,7 @@ def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0
     return value
 
 
-LiveServerFactory = Callable[[FakeEngine], str]
+LiveServerFactory = Callable[..., str]
 
 
 @pytest.fixture
@@ -130,8 +130,8 @@ def serve_app(catalog: dict[str, CatalogEntry]) -> Iterator[LiveServerFactory]:
     """Runs the app on a FakeEngine in uvicorn on a free port (real sockets: streaming, disconnects)."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
-    def start(engine: FakeEngine) -> str:
-        settings = Settings(model="fake-chat", rate_limit_per_minute=0)
+    def start(engine: FakeEngine, **options: Any) -> str:
+        settings = Settings(**{"model": "fake-chat", "rate_limit_per_minute": 0, **options})
         app = create_app(settings, engine_loader=lambda path: engine, catalog=catalog)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

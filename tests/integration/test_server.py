@@ -172,3 +172,28 @@ def test_rate_limit_allows_a_burst_of_ten(start_server: Callable[..., Server]) -
     assert [r.status_code for r in responses] == [200] * 10 + [429] * 2
     assert int(responses[-1].headers["retry-after"]) >= 1
     assert "Rate limit" in responses[-1].json()["detail"]
+
+
+def test_python_client_on_the_real_model(server: Server) -> None:
+    from locallab.client import Client, NotFoundError
+
+    with Client(server.url) as client:
+        answer = client.chat([{"role": "user", "content": "What is the capital of France?"}], do_sample=False)
+        assert "Paris" in answer["choices"][0]["message"]["content"]
+        streamed = "".join(client.stream_generate("Name three colours.", max_length=20, do_sample=False))
+        assert streamed == client.generate("Name three colours.", max_length=20, do_sample=False)["response"]
+        with pytest.raises(NotFoundError):
+            client.load_model("no-such-model")
+
+
+def test_format_json_on_the_seed_route(client: httpx.Client) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 40}},
+        "required": ["city"],
+    }
+    r = client.post(
+        "/chat", json={"messages": [{"role": "user", "content": "Name a city as JSON."}], "format": schema}
+    )
+    value = json.loads(r.json()["choices"][0]["message"]["content"])
+    assert isinstance(value["city"], str)

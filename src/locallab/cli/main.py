@@ -1,4 +1,5 @@
-"""`locallab start`: serve models over HTTP. Every setting is also a flag (`--parallel 4`)."""
+"""The `locallab` command: `start` serves the API; `chat`, `generate`, `models` and `status` use a
+running server through the Python client (`--url`, default $LOCALLAB_URL or http://127.0.0.1:8000)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,24 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _add_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", default=None, help="Server URL [env LOCALLAB_URL; default http://127.0.0.1:8000]"
+    )
+    parser.add_argument(
+        "--api-key", default=None, help="API key, when the server needs one [env LOCALLAB_API_KEY]"
+    )
+
+
+def _add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", dest="model_id", default=None, help="Model id (default: the server's current)"
+    )
+    parser.add_argument("--max-length", type=int, default=None, help="Most new tokens")
+    parser.add_argument("--temperature", type=float, default=None, help="0 to 2; 0 is greedy")
+    parser.add_argument("--seed", type=int, default=None, help="Seed for reproducible sampling")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="locallab", description="Run language models on your own machine.")
     parser.add_argument("--version", action="version", version=f"locallab {__version__}")
@@ -46,6 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the LocalLab API. Flags override LOCALLAB_* environment variables.",
     )
     _add_settings_flags(start)
+
+    chat = commands.add_parser("chat", help="Chat in the terminal with a running server.")
+    _add_client_flags(chat)
+    _add_sampling_flags(chat)
+    chat.add_argument("--system", default=None, help="System prompt")
+
+    generate = commands.add_parser(
+        "generate", help="Answer one prompt (or stdin) and print the text.", description="Prints plain text."
+    )
+    _add_client_flags(generate)
+    _add_sampling_flags(generate)
+    generate.add_argument("prompt", nargs="?", default=None, help="The prompt; read from stdin when omitted")
+    generate.add_argument("--raw", action="store_true", help="Send the prompt without the chat template")
+
+    models = commands.add_parser("models", help="List, show or load models.")
+    actions = models.add_subparsers(dest="action", required=True)
+    _add_client_flags(actions.add_parser("list", help="Models the server knows"))
+    _add_client_flags(actions.add_parser("current", help="The loaded model"))
+    load = actions.add_parser("load", help="Load a model (catalog id or .gguf path)")
+    load.add_argument("model_id")
+    _add_client_flags(load)
+
+    status = commands.add_parser("status", help="Health and load of a running server.")
+    _add_client_flags(status)
     return parser
 
 
@@ -56,31 +99,42 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _start(settings: Settings) -> int:
-    import logging
+def _sampling_options(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("model_id", "max_length", "temperature", "seed")
+    options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if getattr(args, "raw", False):
+        options["raw"] = True
+    return options
 
-    import uvicorn
 
-    from locallab.api.app import create_app
+def _run_client_command(args: argparse.Namespace) -> int:
+    from locallab.cli import commands
+    from locallab.client import Client, LocalLabClientError
 
-    level = settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(
-        f"LocalLab {__version__}: serving {settings.model} on http://{settings.host}:{settings.port}",
-        flush=True,
-    )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=10,
-    )
-    return 0
+    with Client(args.url, api_key=args.api_key) as client:
+        try:
+            if args.command == "chat":
+                from rich.console import Console
+
+                from locallab.cli.chat import ChatSession
+
+                return ChatSession(client, Console(), _sampling_options(args), system=args.system).run()
+            if args.command == "generate":
+                return commands.generate(client, args.prompt, _sampling_options(args), sys.stdin, sys.stdout)
+            if args.command == "models":
+                return commands.models(client, args.action, getattr(args, "model_id", None), sys.stdout)
+            return commands.status(client, sys.stdout)
+        except LocalLabClientError as exc:
+            print(f"locallab {args.command}: {exc.detail}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "start":
+        return _run_client_command(args)
     try:
         settings = _settings_from(args)
     except ValidationError as exc:
@@ -88,6 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             field = ".".join(str(p) for p in error["loc"])
             print(f"locallab: invalid setting {field}: {error['msg']}", file=sys.stderr)
         return 2
-    if args.command == "start":
-        return _start(settings)
-    return 2
+    from locallab.cli.server import start
+
+    return start(settings)
