@@ -98,7 +98,7 @@ def make_client(catalog: dict[str, CatalogEntry]) -> Iterator[AppFactory]:
             catalog=catalog,
             clock=clock,
         )
-        client = TestClient(app, raise_server_exceptions=False)
+        client = TestClient(app, base_url="http://localhost", raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
         wait_until_ready(client)

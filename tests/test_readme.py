@@ -23,7 +23,8 @@ def test_settings_table_shows_the_real_defaults() -> None:
     rows = _settings_rows()
     for name, field in Settings.model_fields.items():
         if field.default_factory is None:
-            assert rows[name] == f"`{field.default}`", name
+            expected = "none" if field.default is None else f"`{field.default}`"
+            assert rows[name] == expected, name
 
 
 def test_readme_gives_the_two_commands() -> None:

@@ -9,6 +9,7 @@ LocalLabError
 ├── ModelLoadError             a model file that cannot be loaded (400)
 ├── NoModelLoadedError         nothing is loaded yet (503)
 ├── ServerBusyError            every slot and queue place is taken (503)
+├── ServerShuttingDownError    the server is stopping (503)
 └── EngineError                the engine failed while generating (500)
 
 Builtin exceptions (ValueError, KeyError, ...) are bugs and surface as a 500.
@@ -54,6 +55,10 @@ class NoModelLoadedError(LocalLabError):
 
 
 class ServerBusyError(LocalLabError):
+    pass
+
+
+class ServerShuttingDownError(LocalLabError):
     pass
 
 

@@ -29,7 +29,7 @@ CASES: list[tuple[str, str, Any, int, list[str]]] = [
     ("POST", "/generate", {"prompt": "x", "do_sample": 1}, 400, ["do_sample"]),
     ("POST", "/generate", {"prompt": "x", "seed": -1}, 400, ["seed"]),
     ("POST", "/generate", {"prompt": "x", "max_time": 0}, 400, ["max_time"]),
-    ("POST", "/generate", {"prompt": "x", "stop": [""]}, 400, ["stop", "empty"]),
+    ("POST", "/generate", {"prompt": "x", "stop": [""]}, 400, ["stop[0]", "at least 1 character"]),
     ("POST", "/generate", {"prompt": "x", "stop": ["s"] * 9}, 400, ["stop", "8"]),
     ("POST", "/generate", {"prompt": "x", "bogus": 1}, 400, ["bogus", "unknown field"]),
     (

@@ -24,7 +24,7 @@ def test_concurrent_streams_never_mix(make_client: AppFactory) -> None:
 
     async def all_at_once() -> list[str]:
         transport = httpx.ASGITransport(app=client.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             return list(await asyncio.gather(*(one(http, p) for p in prompts)))
 
     assert client.portal.call(all_at_once) == prompts  # type: ignore[union-attr]
@@ -36,7 +36,7 @@ def test_queue_overflow_answers_503_with_retry_after(make_client: AppFactory) ->
 
     async def flood() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=client.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             return list(
                 await asyncio.gather(*(http.post("/generate", json={"prompt": "x"}) for _ in range(6)))
             )

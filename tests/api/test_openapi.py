@@ -28,7 +28,8 @@ def test_schema_has_no_422_and_documents_errors_on_every_route(make_client: AppF
         for status, response in responses.items():
             if status != "200":
                 ref = response["content"]["application/json"]["schema"]["$ref"]
-                assert ref.endswith("/ErrorResponse"), (path, method, status)
+                expected = "/OpenAIErrorResponse" if path.startswith("/v1/") else "/ErrorResponse"
+                assert ref.endswith(expected), (path, method, status)
 
 
 def test_generation_routes_document_their_stream_and_model_errors(make_client: AppFactory) -> None:

@@ -121,10 +121,15 @@ def test_json_schema_output_validates_twenty_times_in_twenty(server: Server) -> 
 def test_json_object_mode_gives_json(oai: openai.OpenAI) -> None:
     r = oai.chat.completions.create(
         model=MODEL,
-        messages=[{"role": "user", "content": "List two fruits as JSON."}],
+        messages=[
+            {"role": "system", "content": "You reply with JSON only."},
+            {"role": "user", "content": "Give me two fruits as JSON."},
+        ],
         response_format={"type": "json_object"},
-        max_tokens=60,
+        temperature=0,
+        max_tokens=200,
     )
+    assert r.choices[0].finish_reason == "stop"
     assert isinstance(json.loads(r.choices[0].message.content or ""), dict | list)
 
 

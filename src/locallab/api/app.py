@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from locallab import __version__
 from locallab.api.errors import install_error_handlers
+from locallab.api.middleware.auth import AuthMiddleware, KeyStore
+from locallab.api.middleware.body import BodyGuardMiddleware
+from locallab.api.middleware.hosts import HostCheckMiddleware
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
 from locallab.api.middleware.request_count import RequestCountMiddleware
 from locallab.api.routes import generate, models, openai, system
@@ -23,7 +27,7 @@ from locallab.config.catalog import CatalogEntry, load_catalog
 from locallab.config.settings import Settings
 from locallab.engines.base import Engine
 from locallab.errors import LocalLabError
-from locallab.services.generation import GenerationService
+from locallab.services.generation import GenerationLimits, GenerationService
 from locallab.services.registry import EngineLoader, ModelRegistry
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo
@@ -95,7 +99,16 @@ def create_app(
         app.state.services = Services(
             settings=settings,
             registry=registry,
-            generation=GenerationService(registry, stats, settings.default_max_length),
+            generation=GenerationService(
+                registry,
+                stats,
+                GenerationLimits(
+                    default_max_tokens=settings.default_max_length,
+                    max_tokens_cap=settings.max_length_cap,
+                    max_time_cap=settings.max_time_cap,
+                    max_messages=settings.max_messages,
+                ),
+            ),
             stats=stats,
             system=SystemInfo(registry, stats),
         )
@@ -120,10 +133,27 @@ def create_app(
     app.include_router(system.router)
     app.include_router(openai.router)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
+    # Added innermost first: a request meets RequestCount, HostCheck, CORS, Auth, RateLimit, BodyGuard.
+    app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes)
     if settings.rate_limit_per_minute > 0:
         limiter = TokenBucketLimiter(
             settings.rate_limit_per_minute, settings.rate_limit_burst, clock or time.monotonic
         )
         app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    keys = KeyStore(settings.key_list(), settings.api_keys_file)
+    if keys.enabled:
+        app.add_middleware(AuthMiddleware, keys=keys)
+    origins = settings.origin_list()
+    if origins:
+        # Credentials only with an explicit list: '*' together with credentials would let any site in.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials="*" not in origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+        )
+    if settings.is_loopback():
+        app.add_middleware(HostCheckMiddleware, allowed=settings.host_list())
     app.add_middleware(RequestCountMiddleware, stats=stats)
     return app

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from locallab.api.cancellation import ClientDisconnected
 from locallab.errors import (
@@ -26,6 +27,7 @@ from locallab.errors import (
     ModelNotLoadedError,
     NoModelLoadedError,
     ServerBusyError,
+    ServerShuttingDownError,
 )
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ STATUS_FOR: dict[type[LocalLabError], int] = {
     ModelNotLoadedError: 409,
     NoModelLoadedError: 503,
     ServerBusyError: 503,
+    ServerShuttingDownError: 503,
     EngineError: 500,
 }
 RETRY_AFTER_SECONDS: dict[type[LocalLabError], int] = {NoModelLoadedError: 5, ServerBusyError: 2}
@@ -73,6 +76,17 @@ def error_payload(path: str, status: int, detail: str) -> dict[str, Any]:
     }
 
 
+async def send_error(
+    scope: Scope, send: Send, status: int, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    """An error answered by ASGI middleware, in the same shape as the app's own errors."""
+    body = json.dumps(error_payload(scope["path"], status, detail)).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def error_response(
     request: Request, status: int, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -84,12 +98,39 @@ def _describe_input(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_TYPE_TAG = re.compile(
+    r"^(str|int|float|bool|none|dict|list|literal|constrained|function|json|model)\b|[\[\-]"
+)
+
+
+def _field_loc(error: dict[str, Any]) -> list[str]:
+    # Pydantic puts union branch names ("list[constrained-str]") in the location; users never wrote them.
+    return [str(p) for p in error.get("loc", ()) if p != "body" and not _TYPE_TAG.search(str(p))]
+
+
+def _specificity(error: dict[str, Any]) -> tuple[bool, int]:
+    # A union branch that accepted the value's type and then found a problem says more than one that
+    # refused the type outright.
+    return (not str(error.get("type", "")).endswith("_type"), len(error.get("loc", ())))
+
+
+def _most_specific(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One error per top-level field: for a union, the branch that got furthest into the value."""
+    best: dict[str, dict[str, Any]] = {}
+    for error in errors:
+        loc = _field_loc(error)
+        key = loc[0] if loc else ""
+        if key not in best or _specificity(error) > _specificity(best[key]):
+            best[key] = error
+    return list(best.values())
+
+
 def validation_detail(errors: list[dict[str, Any]]) -> str:
     """Names each bad field the way a user wrote it: `messages[0].role: ...`."""
     parts: list[str] = []
-    for error in errors[:5]:
+    for error in _most_specific(errors)[:5]:
         kind = error.get("type", "")
-        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        loc = _field_loc(error)
         if kind == "json_invalid":
             ctx = error.get("ctx", {})
             parts.append(f"The request body is not valid JSON ({ctx.get('error', 'parse error')}).")

@@ -37,10 +37,12 @@ async def with_errors_and_done(events: AsyncIterator[dict[str, Any]], path: str)
     yield DONE
 
 
-def sse_response(events: AsyncIterator[dict[str, Any]], path: str = "/") -> StreamingResponse:
+def sse_response(
+    events: AsyncIterator[dict[str, Any]], path: str = "/", headers: dict[str, str] | None = None
+) -> StreamingResponse:
     """`path` picks the error shape: `{"detail"}`, or OpenAI's envelope under /v1."""
     return StreamingResponse(
         with_errors_and_done(events, path),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
     )

@@ -28,6 +28,16 @@ def _flag_type(annotation: Any) -> Any:
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         env = f"LOCALLAB_{name.upper()}"
+        if field.annotation is bool:
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                dest=name,
+                action="store_const",
+                const=True,
+                default=None,
+                help=f"{field.description} [env {env}]",
+            )
+            continue
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             dest=name,
@@ -65,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the LocalLab API. Flags override LOCALLAB_* environment variables.",
     )
     _add_settings_flags(start)
+    start.add_argument(
+        "--api-key", dest="extra_keys", action="append", default=[], help="An API key (repeat for more)"
+    )
 
     chat = commands.add_parser("chat", help="Chat in the terminal with a running server.")
     _add_client_flags(chat)
@@ -96,6 +109,9 @@ def _settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name) for name in Settings.model_fields if getattr(args, name) is not None
     }
+    extra_keys = getattr(args, "extra_keys", [])
+    if extra_keys:
+        overrides["api_keys"] = ",".join([*extra_keys, overrides.get("api_keys", "")]).strip(",")
     return Settings(**overrides)
 
 

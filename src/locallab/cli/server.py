@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import logging
+import sys
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
 
 from locallab import __version__
+from locallab.api.app import create_app
 from locallab.config.settings import Settings
 
 
-def start(settings: Settings) -> int:
-    import uvicorn
+def refusal(settings: Settings) -> str | None:
+    """Why the server must not start with these settings, or None."""
+    has_keys = bool(settings.key_list()) or settings.api_keys_file is not None
+    if not settings.is_loopback() and not has_keys and not settings.allow_no_auth:
+        return (
+            f"refusing to listen on {settings.host} without an API key: anyone who can reach this machine "
+            "could use it. Start with --api-key KEY (or LOCALLAB_API_KEYS), or add --allow-no-auth if "
+            "the network is trusted."
+        )
+    return None
 
-    from locallab.api.app import create_app
+
+def start(settings: Settings) -> int:
+    reason = refusal(settings)
+    if reason is not None:
+        print(f"locallab: {reason}", file=sys.stderr)
+        return 2
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -20,11 +39,36 @@ def start(settings: Settings) -> int:
         f"LocalLab {__version__}: serving {settings.model} on http://{settings.host}:{settings.port}",
         flush=True,
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=10,
+        # uvicorn's own deadline comes after ours, so streams end with our error event, not a cut
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 3,
+        timeout_keep_alive=5,
     )
+    GracefulServer(config, app, settings.shutdown_grace).run()
     return 0
+
+
+class GracefulServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: stop accepting, give running generations `grace` seconds, then end them with
+    an error event (see ShutdownSignal), and exit."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._grace = grace
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        services = getattr(self._app.state, "services", None)
+        if services is not None:
+            services.generation.shutdown.begin(self._grace)
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal once it has stopped, so the process would end "killed by
+        # SIGTERM"; after a graceful stop, exit status 0 is the truth.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LOCALLAB_", extra="ignore")
 
+    def is_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
     host: str = Field("127.0.0.1", description="Address to bind. Loopback only unless you change it.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     model: str = Field(
@@ -61,3 +64,40 @@ class Settings(BaseSettings):
     )
     default_max_length: int = Field(512, ge=1, description="New tokens generated when a request sets none.")
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")
+    api_keys: str = Field(
+        "", description="Comma-separated API keys; when set, every route but /health needs one."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one API key per line (re-read when it changes)."
+    )
+    allow_no_auth: bool = Field(
+        False, description="Allow binding a non-loopback address without API keys (not recommended)."
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="Extra Host header values accepted, comma-separated (loopback names always are; "
+        "'*' accepts any).",
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed to call the API from a browser (default: none)."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted (413 beyond).")
+    max_messages: int = Field(512, ge=1, description="Most messages in one chat request.")
+    max_length_cap: int = Field(
+        8192, ge=1, description="Most new tokens any request may ask for; larger max_length is capped."
+    )
+    max_time_cap: float = Field(
+        600.0, gt=0, description="Longest any generation may run, in seconds (ends with finish_reason time)."
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="On SIGTERM, seconds running generations get to finish before they are ended."
+    )
+
+    def key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    def host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+
+    def origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

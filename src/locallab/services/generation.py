@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from locallab.engines.base import (
     FinishReason,
@@ -17,7 +18,13 @@ from locallab.engines.base import (
     TokenLogprob,
 )
 from locallab.engines.json_schema import check_json_schema
-from locallab.errors import ChatTemplateError, ContextOverflowError, EngineError
+from locallab.errors import (
+    ChatTemplateError,
+    ContextOverflowError,
+    EngineError,
+    InvalidRequestError,
+    ServerShuttingDownError,
+)
 from locallab.services.chat_template import render_chat
 from locallab.services.registry import LoadedModel, ModelRegistry
 from locallab.services.stats import Stats
@@ -52,15 +59,56 @@ class PreparedGeneration:
 
     model: LoadedModel
     request: GenerationRequest
+    capped_max_length: int | None = None  # set when the request asked for more than the server allows
+
+    def headers(self) -> dict[str, str]:
+        """Response headers that tell the client a limit was lowered."""
+        if self.capped_max_length is None:
+            return {}
+        return {"X-LocalLab-Max-Length-Capped": str(self.capped_max_length)}
+
+
+@dataclass(frozen=True)
+class GenerationLimits:
+    default_max_tokens: int = 512
+    max_tokens_cap: int = 8192
+    max_time_cap: float = 600.0
+    max_messages: int = 512
+
+
+class ShutdownSignal:
+    """Set when the server is asked to stop: generations get until `deadline` to finish."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+
+    def begin(self, grace: float) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + grace
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
 
 class GenerationService:
-    def __init__(self, registry: ModelRegistry, stats: Stats, default_max_tokens: int) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        stats: Stats,
+        limits: GenerationLimits | None = None,
+        shutdown: ShutdownSignal | None = None,
+    ) -> None:
         self._registry = registry
         self._stats = stats
-        self._default_max_tokens = default_max_tokens
+        self.limits = limits or GenerationLimits()
+        self.shutdown = shutdown or ShutdownSignal()
 
     def prompt_for_chat(self, model: LoadedModel, messages: Sequence[dict[str, str]]) -> str:
+        if len(messages) > self.limits.max_messages:
+            raise InvalidRequestError(
+                f"messages: {len(messages)} messages, more than the {self.limits.max_messages} this server "
+                "accepts (LOCALLAB_MAX_MESSAGES)."
+            )
         info = model.engine.info
         if not info.chat_template:
             raise ChatTemplateError(
@@ -96,9 +144,12 @@ class GenerationService:
                 "(prompt and answer together); shorten the prompt."
             )
         room = context - len(tokens)
-        wanted = self._default_max_tokens if max_tokens is None else max_tokens
-        params = SamplingParams(**{**sampling.__dict__, "max_tokens": min(wanted, room)})
-        return PreparedGeneration(model, GenerationRequest(tokens, params))
+        limits = self.limits
+        wanted = limits.default_max_tokens if max_tokens is None else max_tokens
+        capped = limits.max_tokens_cap if wanted > limits.max_tokens_cap else None
+        max_time = min(sampling.max_time or limits.max_time_cap, limits.max_time_cap)
+        params = replace(sampling, max_tokens=min(wanted, limits.max_tokens_cap, room), max_time=max_time)
+        return PreparedGeneration(model, GenerationRequest(tokens, params), capped)
 
     def start(self, prepared: PreparedGeneration) -> GenerationStream:
         """Admits the generation now (ServerBusyError when the queue is full) and returns its chunks.
@@ -115,7 +166,19 @@ class GenerationService:
         last: GenerationChunk | None = None
         try:
             async with contextlib.aclosing(chunks):
-                async for chunk in chunks:
+                while True:
+                    remaining = self.shutdown.remaining()
+                    try:
+                        if remaining is None:
+                            chunk = await chunks.__anext__()
+                        else:
+                            chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
+                    except StopAsyncIteration:
+                        return
+                    except asyncio.TimeoutError:
+                        raise ServerShuttingDownError(
+                            "The server is shutting down; this generation was stopped. Send it again later."
+                        ) from None
                     last = chunk
                     yield chunk
         finally:

@@ -7,7 +7,6 @@ so that monitors never eat a user's budget.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from locallab.api.errors import error_payload
+from locallab.api.errors import send_error
 
 EXEMPT_PATHS = frozenset({"/health"})
 _MAX_CLIENTS = 10_000
@@ -58,6 +57,15 @@ class TokenBucketLimiter:
             del self._buckets[key]
 
 
+def client_identity(scope: Scope) -> str:
+    """Whom a request counts against: its API key (set by the auth middleware), else its IP address."""
+    key_id = scope.get("state", {}).get("api_key_id")
+    if key_id:
+        return f"key:{key_id}"
+    client = scope.get("client")
+    return f"ip:{client[0]}" if client else "ip:unknown"
+
+
 class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, limiter: TokenBucketLimiter) -> None:
         self.app = app
@@ -67,8 +75,7 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        wait = self.limiter.acquire(client[0] if client else "unknown")
+        wait = self.limiter.acquire(client_identity(scope))
         if wait <= 0:
             await self.app(scope, receive, send)
             return
@@ -77,16 +84,4 @@ class RateLimitMiddleware:
             f"Rate limit exceeded: {self.limiter.burst} requests at once and "
             f"{round(self.limiter.rate * 60)} per minute per client. Retry in {retry_after} s."
         )
-        body = json.dumps(error_payload(scope["path"], 429, detail)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(retry_after).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(scope, send, 429, detail, {"Retry-After": str(retry_after)})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from locallab.api.schemas.responses import ErrorResponse
+from pydantic import BaseModel
+
+from locallab.api.schemas.responses import ErrorResponse, OpenAIErrorResponse
 
 _DESCRIPTIONS = {
     400: "Bad request: invalid JSON, or a missing, mistyped, unknown or out-of-range field",
@@ -16,16 +18,26 @@ _DESCRIPTIONS = {
 }
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def errors(*statuses: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
+    """Error responses a route documents; `openai=True` for /v1 routes, which use OpenAI's envelope."""
     codes = sorted({400, 429, 500, *statuses})
-    return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in codes}
+    body: type[BaseModel] = OpenAIErrorResponse if openai else ErrorResponse
+    return {code: {"model": body, "description": _DESCRIPTIONS[code]} for code in codes}
+
+
+# One server-sent event: `data` holds a JSON object, or "[DONE]" at the end.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+    "required": ["data"],
+}
 
 
 def sse_ok(model: type | None, description: str) -> dict[int | str, dict[str, Any]]:
     """A 200 that is JSON (`model`, or any object) or, with stream=true, server-sent events."""
     response: dict[str, Any] = {
         "description": description,
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
     }
     if model is not None:
         response["model"] = model

@@ -49,7 +49,9 @@ def _usage(usage: Usage) -> UsageBody:
     },
     summary="Generate text from a prompt",
 )
-async def generate(body: GenerateRequest, request: Request) -> Response | GenerateResponse:
+async def generate(
+    body: GenerateRequest, request: Request, response: Response
+) -> Response | GenerateResponse:
     services = get_services(request)
     model = services.registry.get(body.model_id)
     prompt = services.generation.prompt_for_generate(
@@ -72,7 +74,8 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
                             "usage": _usage(Usage.of(chunk)).model_dump(),
                         }
 
-        return sse_response(events())
+        return sse_response(events(), headers=prepared.headers())
+    response.headers.update(prepared.headers())
     completion = await cancel_on_disconnect(request, services.generation.complete(prepared))
     return GenerateResponse(
         response=completion.text,
@@ -88,7 +91,9 @@ async def generate(body: GenerateRequest, request: Request) -> Response | Genera
     responses=errors(404, 409, 503),
     summary="Answer several prompts at once (they run as concurrent sequences)",
 )
-async def generate_batch(body: BatchGenerateRequest, request: Request) -> BatchGenerateResponse:
+async def generate_batch(
+    body: BatchGenerateRequest, request: Request, response: Response
+) -> BatchGenerateResponse:
     services = get_services(request)
     model = services.registry.get(body.model_id)
     prepared = []
@@ -104,6 +109,7 @@ async def generate_batch(body: BatchGenerateRequest, request: Request) -> BatchG
             exc.detail = f"prompts[{index}]: {exc.detail}"
             raise
 
+    response.headers.update(prepared[0].headers())
     completions = await cancel_on_disconnect(request, services.generation.complete_all(prepared))
     return BatchGenerateResponse(
         responses=[c.text for c in completions],
@@ -128,7 +134,7 @@ async def generate_batch(body: BatchGenerateRequest, request: Request) -> BatchG
     },
     summary="Answer a conversation (OpenAI-like chat completion)",
 )
-async def chat(body: ChatRequest, request: Request) -> Response | ChatResponse:
+async def chat(body: ChatRequest, request: Request, response: Response) -> Response | ChatResponse:
     services = get_services(request)
     model = services.registry.get(body.model_id)
     messages = [m.model_dump() for m in body.messages]
@@ -158,7 +164,8 @@ async def chat(body: ChatRequest, request: Request) -> Response | ChatResponse:
                         last = frame({"content": chunk.text} if chunk.text else {}, chunk.finish_reason)
                         yield {**last, "usage": _usage(Usage.of(chunk)).model_dump()}
 
-        return sse_response(events())
+        return sse_response(events(), headers=prepared.headers())
+    response.headers.update(prepared.headers())
     completion = await cancel_on_disconnect(request, services.generation.complete(prepared))
     return ChatResponse(
         id=completion_id,

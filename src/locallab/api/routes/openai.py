@@ -106,11 +106,13 @@ def _model(services: Services, model_id: str) -> LoadedModel:
     response_model=None,
     responses={
         **sse_ok(None, "A chat.completion, or chat.completion.chunk events."),
-        **errors(404, 409, 503),
+        **errors(404, 409, 503, openai=True),
     },
     summary="OpenAI-compatible chat completion",
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response | dict[str, Any]:
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, response: Response
+) -> Response | dict[str, Any]:
     services = get_services(request)
     body.refuse_unsupported()
     params = body.sampling(**body.output_constraint(), logprobs=body.logprob_count())
@@ -147,7 +149,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
             ):
                 yield event
 
-        return sse_response(events(), request.url.path)
+        return sse_response(events(), request.url.path, prepared.headers())
+    response.headers.update(prepared.headers())
     completion = await _run(request, services, prepared)
     message_choice: dict[str, Any] = {
         "index": 0,
@@ -168,10 +171,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 @router.post(
     "/completions",
     response_model=None,
-    responses={**sse_ok(None, "A text_completion, or text_completion events."), **errors(404, 409, 503)},
+    responses={
+        **sse_ok(None, "A text_completion, or text_completion events."),
+        **errors(404, 409, 503, openai=True),
+    },
     summary="OpenAI-compatible text completion (the prompt is sent as is, without a chat template)",
 )
-async def completions(body: CompletionRequest, request: Request) -> Response | dict[str, Any]:
+async def completions(
+    body: CompletionRequest, request: Request, response: Response
+) -> Response | dict[str, Any]:
     services = get_services(request)
     body.refuse_unsupported()
     params = body.sampling(logprobs=body.logprobs)
@@ -196,7 +204,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response | d
             include_usage,
             lambda u: {**base, "choices": [], "usage": _usage(u)},
         )
-        return sse_response(events, request.url.path)
+        return sse_response(events, request.url.path, prepared.headers())
+    response.headers.update(prepared.headers())
     completion = await _run(request, services, prepared)
     logprobs = None
     if params.logprobs is not None:
@@ -219,7 +228,7 @@ def _model_object(model_id: str, created: int) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": created, "owned_by": "locallab"}
 
 
-@router.get("/models", responses=errors(), summary="OpenAI-compatible list of models")
+@router.get("/models", responses=errors(openai=True), summary="OpenAI-compatible list of models")
 async def list_models(request: Request) -> dict[str, Any]:
     registry = get_services(request).registry
     current = registry.current
@@ -233,7 +242,9 @@ async def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{model_id:path}", responses=errors(404), summary="OpenAI-compatible model lookup")
+@router.get(
+    "/models/{model_id:path}", responses=errors(404, openai=True), summary="OpenAI-compatible model lookup"
+)
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     registry = get_services(request).registry
     try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from locallab.api.schemas.types import StrictBody
 from locallab.engines.base import SamplingParams
 from locallab.errors import InvalidRequestError
 
 MAX_STOP = 4
+StopText = Annotated[str, Field(min_length=1)]
 # Parameters of OpenAI's API that LocalLab does not implement: refused with a 400 naming them.
 UNSUPPORTED = (
     "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "logit_bias", "audio",
@@ -18,8 +20,8 @@ UNSUPPORTED = (
 )  # fmt: skip
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Body(StrictBody):
+    pass
 
 
 class TextPart(_Body):
@@ -63,7 +65,7 @@ class _OpenAISampling(_Body):
     n: int = Field(1, ge=1, description="Only 1 is supported.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP)] | None = None
     seed: int | None = Field(None, ge=0, le=2**32 - 2)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)

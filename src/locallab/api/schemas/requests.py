@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from locallab.api.schemas.types import StrictBody
 from locallab.engines.base import SamplingParams
 
 MAX_STOP_SEQUENCES = 8
+StopText = Annotated[str, Field(min_length=1)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class _Strict(StrictBody):
+    pass
 
 
 class SamplingFields(_Strict):
-    model_id: str | None = Field(None, description="Model to use; null means the current model.")
+    model_id: str | None = Field(
+        None, min_length=1, description="Model to use; null means the current model."
+    )
     stream: bool = Field(False, description="Send the answer as server-sent events while it is generated.")
     max_length: int | None = Field(
         None, ge=1, description="Most new tokens to generate (null: the server default, 512)."
@@ -28,7 +32,7 @@ class SamplingFields(_Strict):
         1.1, gt=0.0, le=2.0, description="Penalty for tokens seen in the last 64; 1.0 turns it off."
     )
     do_sample: bool = Field(True, description="false: greedy decoding (always the likeliest token).")
-    stop: str | list[str] | None = Field(
+    stop: StopText | Annotated[list[StopText], Field(max_length=MAX_STOP_SEQUENCES)] | None = Field(
         None, description=f"Text that ends the answer (not included): a string or up to {MAX_STOP_SEQUENCES}."
     )
     seed: int | None = Field(None, ge=0, le=2**32 - 2, description="Seed for reproducible sampling.")
@@ -40,16 +44,6 @@ class SamplingFields(_Strict):
         description='"json": the answer is JSON; a JSON schema: the answer is JSON valid against it. '
         "Enforced while decoding.",
     )
-
-    @field_validator("stop")
-    @classmethod
-    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
-        if any(not s for s in stops):
-            raise ValueError("stop sequences must not be empty")
-        return value
 
     def sampling(self) -> SamplingParams:
         stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())

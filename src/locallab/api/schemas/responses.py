@@ -19,6 +19,19 @@ class PromptTokensDetails(BaseModel):
     )
 
 
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Errors on /v1, in OpenAI's envelope."""
+
+    error: OpenAIError
+
+
 class UsageBody(BaseModel):
     prompt_tokens: int
     completion_tokens: int
