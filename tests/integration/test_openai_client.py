@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jsonschema
 import openai
@@ -24,8 +24,9 @@ PERSON = {
 
 
 @pytest.fixture
-def oai(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+def oai(server: Server) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
 
 
 def test_chat_completion(oai: openai.OpenAI) -> None:
@@ -77,10 +78,10 @@ def test_errors_are_typed_exceptions(oai: openai.OpenAI, start_server: Callable[
         oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], n=3)
     assert "n=1" in str(bad.value)
     limited = start_server(LOCALLAB_RATE_LIMIT_BURST="1")
-    client = openai.OpenAI(base_url=f"{limited.url}/v1", api_key="unused", max_retries=0)
-    client.models.list()
-    with pytest.raises(openai.RateLimitError):
+    with openai.OpenAI(base_url=f"{limited.url}/v1", api_key="unused", max_retries=0) as client:
         client.models.list()
+        with pytest.raises(openai.RateLimitError):
+            client.models.list()
 
 
 def test_json_schema_output_validates_twenty_times_in_twenty(server: Server) -> None:
