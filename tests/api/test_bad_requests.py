@@ -74,7 +74,8 @@ def test_bad_request_gets_a_clear_detail(
     else:
         r = client.request(method, path, json=body)
     assert r.status_code == status, r.text
-    assert set(r.json()) == {"detail"}
+    assert set(r.json()) == {"detail", "request_id"}
+    assert r.json()["request_id"] == r.headers["x-request-id"]
     for word in words:
         assert word in r.json()["detail"]
 

@@ -162,9 +162,9 @@ def test_errors_on_v1_use_the_envelope_and_seed_routes_keep_detail(make_client: 
     client = make_client()
     v1 = client.post("/v1/chat/completions", json={**CHAT, "model": "nope"})
     assert v1.status_code == 404 and set(v1.json()) == {"error"}
-    assert set(v1.json()["error"]) == {"message", "type", "param", "code"}
+    assert set(v1.json()["error"]) == {"message", "type", "param", "code", "request_id"}
     seed = client.post("/chat", json={"messages": CHAT["messages"], "model_id": "nope"})
-    assert seed.status_code == 404 and set(seed.json()) == {"detail"}
+    assert seed.status_code == 404 and set(seed.json()) == {"detail", "request_id"}
 
 
 def test_rate_limit_on_v1_uses_the_envelope(make_client: AppFactory) -> None:

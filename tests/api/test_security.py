@@ -214,7 +214,10 @@ def test_500_never_shows_internals(make_client: AppFactory) -> None:
 
     r = make_client(Broken()).post("/generate", json={"prompt": "x"})
     assert r.status_code == 500
-    assert r.json() == {"detail": "Internal server error; the server log has the details."}
+    assert r.json() == {
+        "detail": "Internal server error; the server log has the details.",
+        "request_id": r.headers["x-request-id"],
+    }
 
 
 def test_start_refuses_a_public_address_without_a_key() -> None:

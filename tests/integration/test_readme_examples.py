@@ -45,6 +45,7 @@ def test_readme_has_curl_examples_for_every_route() -> None:
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 @pytest.mark.parametrize("command", _curl_examples())
 def test_curl_example_answers(command: str, server: Server) -> None:
+    command = command.split(" | ")[0]  # the curl part of a shell pipeline
     args = [a.replace("localhost:8000", f"127.0.0.1:{server.port}") for a in shlex.split(command)]
     out = subprocess.run(
         [*args, "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=120, check=True
@@ -54,5 +55,7 @@ def test_curl_example_answers(command: str, server: Server) -> None:
     assert int(status) == expected, body
     if body.startswith("data: "):
         assert body.rstrip().endswith("data: [DONE]")
+    elif "/metrics" in command:
+        assert "locallab_requests_total" in body
     else:
         json.loads(body)

@@ -19,8 +19,8 @@ from locallab.api.errors import install_error_handlers
 from locallab.api.middleware.auth import AuthMiddleware, KeyStore
 from locallab.api.middleware.body import BodyGuardMiddleware
 from locallab.api.middleware.hosts import HostCheckMiddleware
+from locallab.api.middleware.observe import ObserveMiddleware
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
-from locallab.api.middleware.request_count import RequestCountMiddleware
 from locallab.api.routes import generate, models, openai, system
 from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
@@ -28,6 +28,7 @@ from locallab.config.settings import Settings
 from locallab.engines.base import Engine
 from locallab.errors import LocalLabError
 from locallab.services.generation import GenerationLimits, GenerationService
+from locallab.services.metrics import Metrics
 from locallab.services.registry import EngineLoader, ModelRegistry
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo
@@ -88,6 +89,7 @@ def create_app(
     """The LocalLab app. Tests pass a fake `engine_loader` and a `clock` for the rate limiter."""
     settings = settings or Settings()
     stats = Stats()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,6 +97,7 @@ def create_app(
             catalog if catalog is not None else load_catalog(),
             engine_loader or llamacpp_loader(settings),
             settings.models_dir,
+            metrics,
         )
         app.state.services = Services(
             settings=settings,
@@ -108,9 +111,16 @@ def create_app(
                     max_time_cap=settings.max_time_cap,
                     max_messages=settings.max_messages,
                 ),
+                metrics=metrics,
             ),
             stats=stats,
             system=SystemInfo(registry, stats),
+            metrics=metrics,
+        )
+        metrics.watch(
+            active=lambda: registry.current.engine.load.active if registry.current else 0,
+            queued=lambda: registry.current.engine.load.queued if registry.current else 0,
+            loaded=lambda: 1 if registry.current else 0,
         )
         loading = asyncio.create_task(_load_default(registry, settings.model)) if settings.model else None
         try:
@@ -133,13 +143,13 @@ def create_app(
     app.include_router(system.router)
     app.include_router(openai.router)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
-    # Added innermost first: a request meets RequestCount, HostCheck, CORS, Auth, RateLimit, BodyGuard.
+    # Added innermost first: a request meets Observe, HostCheck, CORS, Auth, RateLimit, BodyGuard.
     app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes)
     if settings.rate_limit_per_minute > 0:
         limiter = TokenBucketLimiter(
             settings.rate_limit_per_minute, settings.rate_limit_burst, clock or time.monotonic
         )
-        app.add_middleware(RateLimitMiddleware, limiter=limiter)
+        app.add_middleware(RateLimitMiddleware, limiter=limiter, on_limited=metrics.rate_limited.inc)
     keys = KeyStore(settings.key_list(), settings.api_keys_file)
     if keys.enabled:
         app.add_middleware(AuthMiddleware, keys=keys)
@@ -155,5 +165,5 @@ def create_app(
         )
     if settings.is_loopback():
         app.add_middleware(HostCheckMiddleware, allowed=settings.host_list())
-    app.add_middleware(RequestCountMiddleware, stats=stats)
+    app.add_middleware(ObserveMiddleware, stats=stats, metrics=metrics)
     return app

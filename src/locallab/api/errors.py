@@ -1,7 +1,7 @@
 """One table maps domain exceptions to HTTP statuses; every error body is `{"detail": "..."}`.
 
 Handlers are looked up along the exception's MRO, so a subclass inherits its parent's status unless
-the table names it. Anything not in the table is a bug: 500 with the request id, no traceback.
+the table names it. Anything else is a bug: ObserveMiddleware answers 500 with the request id, no traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from locallab.errors import (
     ServerBusyError,
     ServerShuttingDownError,
 )
+from locallab.logs import request_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def status_for(exc: LocalLabError) -> int:
     return 500
 
 
+INTERNAL_ERROR = "Internal server error; the server log has the details."
 OPENAI_PREFIX = "/v1/"
 _OPENAI_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -63,8 +65,9 @@ _PARAM = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 
 def error_payload(path: str, status: int, detail: str) -> dict[str, Any]:
     """`{"detail"}` on LocalLab's routes; OpenAI's envelope on /v1, so its clients raise typed errors."""
+    request_id = request_id_var.get()
     if not path.startswith(OPENAI_PREFIX):
-        return {"detail": detail}
+        return {"detail": detail, "request_id": request_id}
     match = _PARAM.match(detail)
     return {
         "error": {
@@ -72,6 +75,7 @@ def error_payload(path: str, status: int, detail: str) -> dict[str, Any]:
             "type": _OPENAI_TYPES.get(status, "server_error"),
             "param": match.group(1) if match else None,
             "code": None,
+            "request_id": request_id,
         }
     }
 
@@ -181,14 +185,8 @@ async def _on_client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(request, 500, "Internal server error; the server log has the details.")
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LocalLabError, _on_domain_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(ClientDisconnected, _on_client_gone)
-    app.add_exception_handler(Exception, _on_unexpected)

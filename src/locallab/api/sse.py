@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.responses import StreamingResponse
 
-from locallab.api.errors import error_payload, status_for
+from locallab.api.errors import INTERNAL_ERROR, error_payload, status_for
 from locallab.errors import LocalLabError
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,7 @@ async def with_errors_and_done(events: AsyncIterator[dict[str, Any]], path: str)
         yield encode_event(error_payload(path, status_for(exc), exc.detail))
     except Exception:
         logger.exception("stream failed")
-        detail = "Internal server error during generation; the server log has the details."
-        yield encode_event(error_payload(path, 500, detail))
+        yield encode_event(error_payload(path, 500, INTERNAL_ERROR))
     yield DONE
 
 

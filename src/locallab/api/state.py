@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from locallab.config.settings import Settings
 from locallab.services.generation import GenerationService
+from locallab.services.metrics import Metrics
 from locallab.services.registry import ModelRegistry
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo
@@ -20,6 +21,7 @@ class Services:
     generation: GenerationService
     stats: Stats
     system: SystemInfo
+    metrics: Metrics
 
 
 def get_services(request: Request) -> Services:

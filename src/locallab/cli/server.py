@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from types import FrameType
 
@@ -12,6 +11,7 @@ from fastapi import FastAPI
 from locallab import __version__
 from locallab.api.app import create_app
 from locallab.config.settings import Settings
+from locallab.logs import configure_logging
 
 
 def refusal(settings: Settings) -> str | None:
@@ -32,9 +32,7 @@ def start(settings: Settings) -> int:
         print(f"locallab: {reason}", file=sys.stderr)
         return 2
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     print(
         f"LocalLab {__version__}: serving {settings.model} on http://{settings.host}:{settings.port}",
         flush=True,
@@ -45,6 +43,7 @@ def start(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # configure_logging above: request ids, text or JSON
         # uvicorn's own deadline comes after ours, so streams end with our error event, not a cut
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 3,
         timeout_keep_alive=5,

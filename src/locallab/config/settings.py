@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +65,9 @@ class Settings(BaseSettings):
     )
     default_max_length: int = Field(512, ge=1, description="New tokens generated when a request sets none.")
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text or as JSON objects (one per line); both carry the request id."
+    )
     api_keys: str = Field(
         "", description="Comma-separated API keys; when set, every route but /health needs one."
     )

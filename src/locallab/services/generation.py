@@ -26,6 +26,7 @@ from locallab.errors import (
     ServerShuttingDownError,
 )
 from locallab.services.chat_template import render_chat
+from locallab.services.metrics import Metrics
 from locallab.services.registry import LoadedModel, ModelRegistry
 from locallab.services.stats import Stats
 
@@ -97,7 +98,9 @@ class GenerationService:
         stats: Stats,
         limits: GenerationLimits | None = None,
         shutdown: ShutdownSignal | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._registry = registry
         self._stats = stats
         self.limits = limits or GenerationLimits()
@@ -163,7 +166,9 @@ class GenerationService:
         self, prepared: PreparedGeneration, chunks: GenerationStream
     ) -> AsyncGenerator[GenerationChunk, None]:
         self._stats.generation_started()
+        metrics = self._metrics
         last: GenerationChunk | None = None
+        started = previous = time.monotonic()
         try:
             async with contextlib.aclosing(chunks):
                 while True:
@@ -179,11 +184,25 @@ class GenerationService:
                         raise ServerShuttingDownError(
                             "The server is shutting down; this generation was stopped. Send it again later."
                         ) from None
+                    now = time.monotonic()
+                    if chunk.completion_tokens and (last is None or not last.completion_tokens):
+                        metrics.ttft.observe(now - started)
+                    elif last is not None and chunk.completion_tokens > last.completion_tokens:
+                        gap = (now - previous) / (chunk.completion_tokens - last.completion_tokens)
+                        metrics.inter_token.observe(gap)
+                    previous = now
                     last = chunk
                     yield chunk
         finally:
             prompt = len(prepared.request.prompt_tokens)
-            self._stats.generation_finished(prompt, last.completion_tokens if last else 0)
+            generated = last.completion_tokens if last else 0
+            self._stats.generation_finished(prompt, generated)
+            metrics.prompt_tokens.inc(prompt)
+            metrics.generated_tokens.inc(generated)
+            if last is not None:
+                metrics.cached_tokens.inc(last.cached_tokens)
+            reason = last.finish_reason if last is not None and last.finish_reason else "cancelled"
+            metrics.generations.labels(reason).inc()
 
     async def complete(self, prepared: PreparedGeneration) -> Completion:
         return await self.collect(self.start(prepared))

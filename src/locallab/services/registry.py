@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from locallab.errors import (
     ModelNotLoadedError,
     NoModelLoadedError,
 )
+from locallab.services.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +50,15 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    def __init__(self, catalog: dict[str, CatalogEntry], loader: EngineLoader, models_dir: Path) -> None:
+    def __init__(
+        self,
+        catalog: dict[str, CatalogEntry],
+        loader: EngineLoader,
+        models_dir: Path,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.catalog = catalog
+        self._metrics = metrics
         self._loader = loader
         self._models_dir = models_dir
         self._current: LoadedModel | None = None
@@ -124,15 +133,22 @@ class ModelRegistry:
     async def load(self, model_id: str) -> LoadedModel:
         """Loads a model and makes it current; on failure the previous model keeps serving."""
         resolved = self.resolve(model_id)
+        logger.info("loading model %s from %s", resolved.id, resolved.path.name)
         async with self._lock:
             self._loading = resolved.id
+            started = time.monotonic()
             try:
                 engine = await asyncio.to_thread(self._loader, resolved.path)
-            except LocalLabError as exc:
-                self.last_error = exc.detail
+            except BaseException as exc:
+                if self._metrics is not None:
+                    self._metrics.load_failures.inc()
+                if isinstance(exc, LocalLabError):
+                    self.last_error = exc.detail
                 raise
             finally:
                 self._loading = None
+            if self._metrics is not None:
+                self._metrics.load_seconds.observe(time.monotonic() - started)
             previous = self._current
             self._current = LoadedModel(resolved.id, engine, datetime.now(timezone.utc), resolved.entry)
             self.last_error = None

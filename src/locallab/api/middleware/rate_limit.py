@@ -67,9 +67,12 @@ def client_identity(scope: Scope) -> str:
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, limiter: TokenBucketLimiter) -> None:
+    def __init__(
+        self, app: ASGIApp, limiter: TokenBucketLimiter, on_limited: Callable[[], None] | None = None
+    ) -> None:
         self.app = app
         self.limiter = limiter
+        self.on_limited = on_limited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
@@ -79,6 +82,8 @@ class RateLimitMiddleware:
         if wait <= 0:
             await self.app(scope, receive, send)
             return
+        if self.on_limited is not None:
+            self.on_limited()
         retry_after = max(1, math.ceil(wait))
         detail = (
             f"Rate limit exceeded: {self.limiter.burst} requests at once and "

@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from locallab.api.routes.docs import errors
 from locallab.api.schemas.responses import HealthResponse
@@ -29,6 +31,23 @@ async def system_info(request: Request) -> dict[str, Any]:
         else None
     )
     return info
+
+
+@router.get(
+    "/metrics",
+    response_model=None,
+    responses={
+        200: {
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "description": "Prometheus text format",
+        },
+        **errors(),
+    },
+    summary="Prometheus metrics (locallab_* series)",
+)
+async def metrics(request: Request) -> PlainTextResponse:
+    body = get_services(request).metrics.exposition()
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(

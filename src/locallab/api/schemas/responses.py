@@ -11,6 +11,7 @@ from locallab.engines.base import FinishReason
 
 class ErrorResponse(BaseModel):
     detail: str = Field(..., description="What went wrong and what to do about it.")
+    request_id: str = Field(..., description="The X-Request-ID of the request, also in the server log.")
 
 
 class PromptTokensDetails(BaseModel):
@@ -24,6 +25,7 @@ class OpenAIError(BaseModel):
     type: str
     param: str | None
     code: str | None
+    request_id: str
 
 
 class OpenAIErrorResponse(BaseModel):
