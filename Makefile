@@ -36,6 +36,11 @@ $(VENV)/.locallab: $(VENV)/.llama-cpp $(VENV)/.model pyproject.toml
 
 $(VENV)/.locallab-test: $(VENV)/.locallab pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test$(if $(EXTRAS),$(comma)$(EXTRAS))]"
+	@# Browser tests drive Debian's chromium (Playwright cannot download its own browser here).
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: install chromium (apt-get install chromium) to run the browser tests"; fi; }
 	touch $@
 
 comma := ,

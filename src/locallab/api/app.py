@@ -21,7 +21,7 @@ from locallab.api.middleware.body import BodyGuardMiddleware
 from locallab.api.middleware.hosts import HostCheckMiddleware
 from locallab.api.middleware.observe import ObserveMiddleware
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
-from locallab.api.routes import generate, models, openai, system
+from locallab.api.routes import generate, models, openai, system, web
 from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
 from locallab.config.settings import Settings
@@ -142,6 +142,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(system.router)
     app.include_router(openai.router)
+    app.include_router(web.router)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
     # Added innermost first: a request meets Observe, HostCheck, CORS, Auth, RateLimit, BodyGuard.
     app.add_middleware(BodyGuardMiddleware, max_bytes=settings.max_body_bytes)

@@ -17,7 +17,8 @@ from locallab.api.errors import send_error
 
 logger = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PREFIXES = ("/ui/",)  # the chat page's static files
 
 
 class KeyStore:
@@ -73,7 +74,13 @@ class AuthMiddleware:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path in OPEN_PATHS
+            or path.startswith(OPEN_PREFIXES)
+            or scope["method"] == "OPTIONS"
+        ):
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)

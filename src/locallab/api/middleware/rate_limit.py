@@ -2,7 +2,7 @@
 
 Each client (its IP address for now) has a bucket of `burst` tokens refilled at `per_minute / 60` a
 second; a request takes one token, and without one it gets 429 with Retry-After. /health is exempt
-so that monitors never eat a user's budget.
+so that monitors never eat a user's budget, and so is the chat page's static content.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from locallab.api.errors import send_error
 
-EXEMPT_PATHS = frozenset({"/health"})
+EXEMPT_PATHS = frozenset({"/health", "/"})  # and the page's assets under /ui/
 _MAX_CLIENTS = 10_000
 
 
@@ -75,7 +75,7 @@ class RateLimitMiddleware:
         self.on_limited = on_limited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
+        if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS or scope["path"].startswith("/ui/"):
             await self.app(scope, receive, send)
             return
         wait = self.limiter.acquire(client_identity(scope))
