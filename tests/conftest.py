@@ -112,6 +112,14 @@ def make_client(catalog: dict[str, CatalogEntry]) -> Iterator[AppFactory]:
 T = TypeVar("T")
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 10.0) -> T:
     """Reads until `done` holds or the deadline passes; returns the last value read."""
     deadline = time.monotonic() + timeout
@@ -133,9 +141,7 @@ def serve_app(catalog: dict[str, CatalogEntry]) -> Iterator[LiveServerFactory]:
     def start(engine: FakeEngine, **options: Any) -> str:
         settings = Settings(**{"model": "fake-chat", "rate_limit_per_minute": 0, **options})
         app = create_app(settings, engine_loader=lambda path: engine, catalog=catalog)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
@@ -17,7 +16,7 @@ from locallab.client import (
     StreamError,
 )
 from locallab.engines.fake import FakeEngine
-from tests.conftest import LiveServerFactory
+from tests.conftest import LiveServerFactory, free_port
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -77,11 +76,8 @@ def test_rate_limit_raises_at_once_by_default_and_retries_when_asked(serve_app: 
 
 
 def test_server_down_is_a_clear_error() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with (
-        Client(f"http://127.0.0.1:{port}") as client,
+        Client(f"http://127.0.0.1:{free_port()}") as client,
         pytest.raises(ServerUnavailableError, match="locallab start"),
     ):
         client.health()

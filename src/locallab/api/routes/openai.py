@@ -24,7 +24,6 @@ from locallab.api.state import Services, get_services
 from locallab.engines.base import GenerationChunk, TokenLogprob
 from locallab.errors import InvalidRequestError, ModelNotFoundError
 from locallab.services.generation import Completion, PreparedGeneration, Usage
-from locallab.services.registry import LoadedModel
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -97,10 +96,6 @@ def _stream(
     return events()
 
 
-def _model(services: Services, model_id: str) -> LoadedModel:
-    return services.registry.get(model_id)
-
-
 @router.post(
     "/chat/completions",
     response_model=None,
@@ -116,7 +111,7 @@ async def chat_completions(
     services = get_services(request)
     body.refuse_unsupported()
     params = body.sampling(**body.output_constraint(), logprobs=body.logprob_count())
-    model = _model(services, body.model)
+    model = services.registry.get(body.model)
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
     ]
@@ -183,7 +178,7 @@ async def completions(
     services = get_services(request)
     body.refuse_unsupported()
     params = body.sampling(logprobs=body.logprobs)
-    model = _model(services, body.model)
+    model = services.registry.get(body.model)
     prepared = await services.generation.prepare(model, body.text(), params, max_tokens=body.max_tokens)
     completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": completion_id, "object": "text_completion", "created": created, "model": model.id}
