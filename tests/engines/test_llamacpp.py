@@ -146,7 +146,7 @@ def test_truncated_gguf_is_a_load_error_with_the_reason(tmp_path: Path) -> None:
     broken = tmp_path / "broken.gguf"
     with default_model_path().open("rb") as src, broken.open("wb") as dst:
         dst.write(src.read(1_000_000))
-    with pytest.raises(ModelLoadError, match=r"Cannot load broken\.gguf"):
+    with pytest.raises(ModelLoadError, match=r"broken\.gguf is not a valid GGUF file"):
         load_llamacpp_engine(broken, context_length=512, parallel=1, threads=1, batch_size=64)
 
 

@@ -32,6 +32,7 @@ ModelStatus = Literal["ready", "loading", "none"]
 
 _CATALOG_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _MAX_PATH = 4096
+_MAX_NAME = 255  # bytes in one path component, as file systems count them
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,22 @@ class ModelRegistry:
             )
         if not model_id.lower().endswith(".gguf"):
             raise InvalidRequestError(f"'{model_id}' is not a .gguf file; LocalLab loads GGUF model files.")
+        too_long = [
+            part for part in model_id.split("/") if len(part.encode("utf-8", "surrogatepass")) > _MAX_NAME
+        ]
+        if too_long:
+            raise InvalidRequestError(f"model_id: a file or folder name is longer than {_MAX_NAME} bytes.")
         candidate = Path(model_id).expanduser()
         if "/" not in model_id and "\\" not in model_id:
             candidate = self._models_dir / model_id
-        path = candidate.resolve()
-        if not path.is_file():
+        try:
+            path = candidate.resolve()
+            exists = path.is_file()
+        except (OSError, RuntimeError) as exc:  # a symlink loop, a name the file system refuses, ...
+            raise InvalidRequestError(
+                f"model_id: cannot use this path ({getattr(exc, 'strerror', exc)})."
+            ) from exc
+        if not exists:
             raise ModelNotFoundError(f"No model file at {path}.")
         return ResolvedModel(str(path), path, None)
 
