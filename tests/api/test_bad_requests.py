@@ -90,13 +90,21 @@ def test_prompt_longer_than_the_context_is_refused_with_both_lengths(make_client
     assert "80 tokens" in r.json()["detail"] and "50 tokens" in r.json()["detail"]
 
 
-def test_known_model_that_is_not_loaded_gets_409_pointing_to_models_load(
+def test_known_model_that_is_not_loaded_is_loaded_on_demand(
     make_client: AppFactory, model_file: Path
 ) -> None:
-    client = make_client()
+    loaded: list[Path] = []
+
+    def loader(path: Path) -> FakeEngine:
+        loaded.append(path)
+        return FakeEngine([path.stem.encode()])
+
+    client = make_client(loader=loader)
     r = client.post("/chat", json={"messages": USER, "model_id": str(model_file)})
-    assert r.status_code == 409
-    assert "POST /models/load" in r.json()["detail"]
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "fake-model"
+    assert client.get("/models/current").json()["id"] == "fake-chat"  # the default stays the default
+    client.post("/chat", json={"messages": USER, "model_id": str(model_file)})
+    assert loaded.count(model_file) == 1  # loaded once, then reused
 
 
 def test_chat_with_a_model_without_chat_template_is_refused(make_client: AppFactory) -> None:

@@ -26,7 +26,7 @@ def test_schema_has_no_422_and_documents_errors_on_every_route(make_client: AppF
         if path != "/health":
             assert {"400", "429"} <= set(responses), (path, method)
         for status, response in responses.items():
-            if status != "200":
+            if int(status) >= 400:
                 ref = response["content"]["application/json"]["schema"]["$ref"]
                 expected = "/OpenAIErrorResponse" if path.startswith("/v1/") else "/ErrorResponse"
                 assert ref.endswith(expected), (path, method, status)
@@ -36,5 +36,5 @@ def test_generation_routes_document_their_stream_and_model_errors(make_client: A
     schema = make_client().get("/openapi.json").json()
     for path in ("/generate", "/chat"):
         responses = schema["paths"][path]["post"]["responses"]
-        assert {"404", "409", "503"} <= set(responses)
+        assert {"404", "503"} <= set(responses)
         assert "text/event-stream" in responses["200"]["content"]

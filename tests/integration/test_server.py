@@ -146,9 +146,13 @@ def test_loading_a_gguf_path_replaces_the_model(start_server: Callable[..., Serv
         assert c.get("/models/current").json()["id"] == str(copy)
         answer = c.post("/generate", json={"prompt": "Say hi", "max_length": 5, "model_id": str(copy)})
         assert answer.status_code == 200 and answer.json()["model"] == str(copy)
-        assert (
-            c.post("/generate", json={"prompt": "x", "model_id": "smollm2-135m-instruct"}).status_code == 409
+        # the previous default stays loaded beside it (LOCALLAB_MAX_LOADED_MODELS=2) and still answers
+        both = c.post(
+            "/generate", json={"prompt": "Say hi", "max_length": 5, "model_id": "smollm2-135m-instruct"}
         )
+        assert both.status_code == 200 and both.json()["model"] == "smollm2-135m-instruct"
+        loaded = c.get("/system/info").json()["loaded_models"]
+        assert sorted(loaded) == sorted([str(copy), "smollm2-135m-instruct"])
 
 
 def test_prompt_as_number_is_400_naming_prompt(client: httpx.Client) -> None:

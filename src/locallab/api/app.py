@@ -60,6 +60,12 @@ async def _load_default(registry: ModelRegistry, model_id: str) -> None:
         logger.error("could not load the default model %s: %s", model_id, exc.detail)
 
 
+async def _unload_idle_models(registry: ModelRegistry, keep_alive: float) -> None:
+    while True:
+        await asyncio.sleep(max(0.05, min(30.0, keep_alive / 4)))
+        await registry.unload_idle(keep_alive)
+
+
 def _openapi_without_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """FastAPI documents 422 for every body; this API answers 400 instead, so the schema says so."""
 
@@ -98,6 +104,7 @@ def create_app(
             engine_loader or llamacpp_loader(settings),
             settings.models_dir,
             metrics,
+            max_loaded=settings.max_loaded_models,
         )
         app.state.services = Services(
             settings=settings,
@@ -118,17 +125,19 @@ def create_app(
             metrics=metrics,
         )
         metrics.watch(
-            active=lambda: registry.current.engine.load.active if registry.current else 0,
-            queued=lambda: registry.current.engine.load.queued if registry.current else 0,
-            loaded=lambda: 1 if registry.current else 0,
+            active=lambda: sum(m.engine.load.active for m in registry.models),
+            queued=lambda: sum(m.engine.load.queued for m in registry.models),
+            loaded=lambda: len(registry.models),
         )
-        loading = asyncio.create_task(_load_default(registry, settings.model)) if settings.model else None
+        tasks = [asyncio.create_task(_unload_idle_models(registry, settings.keep_alive))]
+        if settings.model:
+            tasks.append(asyncio.create_task(_load_default(registry, settings.model)))
         try:
             yield
         finally:
-            if loading is not None:
-                loading.cancel()
-                await asyncio.gather(loading, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await registry.close()
 
     app = FastAPI(

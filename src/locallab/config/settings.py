@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         64, ge=0, description="Requests that may wait for a free slot; past it requests get 503."
     )
+    max_loaded_models: int = Field(
+        2, ge=1, le=16, description="Models kept loaded at once; the least recently used idle one makes room."
+    )
+    keep_alive: float = Field(
+        300.0, gt=0, description="Seconds an unused model (other than the default) stays loaded."
+    )
     batch_size: int = Field(
         128,
         ge=16,

@@ -1,5 +1,6 @@
-"""ModelRegistry: resolves model ids (catalog ids or .gguf paths), loads models off the event loop, and
-keeps the current model serving until its replacement has loaded."""
+"""ModelRegistry: resolves model ids (catalog ids or .gguf paths) and keeps up to `max_loaded` models
+loaded: loads them off the event loop (once, however many requests ask), on demand, and unloads the
+least recently used or idle ones. The default model answers requests that name none."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from locallab.errors import (
     ModelNotFoundError,
     ModelNotLoadedError,
     NoModelLoadedError,
+    ServerBusyError,
 )
 from locallab.services.metrics import Metrics
 
@@ -57,14 +59,20 @@ class ModelRegistry:
         loader: EngineLoader,
         models_dir: Path,
         metrics: Metrics | None = None,
+        max_loaded: int = 1,
     ) -> None:
         self.catalog = catalog
         self._metrics = metrics
         self._loader = loader
         self._models_dir = models_dir
-        self._current: LoadedModel | None = None
-        self._loading: str | None = None
-        self._lock = asyncio.Lock()
+        self._max_loaded = max_loaded
+        self._current: LoadedModel | None = None  # the default model: requests without a model id
+        self._loaded: dict[str, LoadedModel] = {}
+        self._last_used: dict[str, float] = {}
+        self._loads: dict[str, asyncio.Task[LoadedModel]] = {}  # one load per model, however many wait
+        self._errors: dict[str, str] = {}
+        self._loading_default: str | None = None
+        self._background: set[asyncio.Task[LoadedModel]] = set()
         self._retired: set[asyncio.Task[None]] = set()
         self.last_error: str | None = None
 
@@ -74,7 +82,7 @@ class ModelRegistry:
 
     @property
     def status(self) -> ModelStatus:
-        if self._loading is not None:
+        if self._loads:
             return "loading"
         return "ready" if self._current is not None else "none"
 
@@ -123,61 +131,157 @@ class ModelRegistry:
         return ResolvedModel(str(path), path, None)
 
     def get(self, model_id: str | None) -> LoadedModel:
-        """The loaded model a request asked for (None: the current one)."""
-        current = self._current
-        if model_id is None or (current is not None and model_id == current.id):
-            if current is None:
+        """An already loaded model (None: the default one). Raises for models that are not loaded."""
+        if model_id is None:
+            if self._current is None:
                 detail = "No model is loaded"
-                if self._loading is not None:
-                    detail = f"The model '{self._loading}' is still loading; retry in a few seconds"
+                if self._loading_default is not None:
+                    detail = f"The model '{self._loading_default}' is still loading; retry in a few seconds"
                 elif self.last_error:
                     detail += f" (the last load failed: {self.last_error})"
                 raise NoModelLoadedError(f"{detail}. POST /models/load loads one.")
-            return current
-        resolved = self.resolve(model_id)
-        if current is not None and resolved.id == current.id:
-            return current
-        raise ModelNotLoadedError(
-            f"Model '{resolved.id}' is not loaded. Load it first: POST /models/load "
-            f'with {{"model_id": "{resolved.id}"}}.'
-        )
+            return self._touch(self._current)
+        loaded = self._loaded.get(model_id)
+        if loaded is None:
+            resolved = self.resolve(model_id)
+            loaded = self._loaded.get(resolved.id)
+            if loaded is None:
+                raise ModelNotLoadedError(
+                    f"Model '{resolved.id}' is not loaded. Load it: POST /models/load "
+                    f'with {{"model_id": "{resolved.id}"}}.'
+                )
+        return self._touch(loaded)
 
-    async def load(self, model_id: str) -> LoadedModel:
-        """Loads a model and makes it current; on failure the previous model keeps serving."""
+    async def acquire(self, model_id: str | None) -> LoadedModel:
+        """The model a request asked for, loading a known model on demand (None: the default one)."""
+        try:
+            return self.get(model_id)
+        except ModelNotLoadedError:
+            assert model_id is not None
+            return await self.load(model_id, make_default=False)
+
+    def _touch(self, loaded: LoadedModel) -> LoadedModel:
+        self._last_used[loaded.id] = time.monotonic()
+        return loaded
+
+    async def load(self, model_id: str, *, make_default: bool = True) -> LoadedModel:
+        """Loads a model (once, however many ask at the same time); on failure nothing else changes."""
         resolved = self.resolve(model_id)
+        loaded = self._loaded.get(resolved.id)
+        if loaded is None:
+            task = self._loads.get(resolved.id)
+            if task is None:
+                task = asyncio.create_task(self._load(resolved, make_default))
+                self._loads[resolved.id] = task
+                task.add_done_callback(lambda _: self._loads.pop(resolved.id, None))
+            loaded = await asyncio.shield(task)
+        if make_default and self._current is not loaded:
+            self._current = loaded
+            logger.info("model %s is now the default", loaded.id)
+        return self._touch(loaded)
+
+    def start_load(self, model_id: str, *, make_default: bool = True) -> None:
+        """Loads in the background; progress and failure show in `load_state`."""
+        task = asyncio.create_task(self.load(model_id, make_default=make_default))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the error is kept in load_state
+
+    def load_state(self, model_id: str) -> tuple[str, str | None]:
+        """("ready" | "loading" | "failed" | "not_loaded", error detail or None)."""
+        resolved = self.resolve(model_id)
+        if resolved.id in self._loaded:
+            return "ready", None
+        if resolved.id in self._loads:
+            return "loading", None
+        if resolved.id in self._errors:
+            return "failed", self._errors[resolved.id]
+        return "not_loaded", None
+
+    async def _load(self, resolved: ResolvedModel, make_default: bool) -> LoadedModel:
         logger.info("loading model %s from %s", resolved.id, resolved.path.name)
-        async with self._lock:
-            self._loading = resolved.id
-            started = time.monotonic()
-            try:
-                engine = await asyncio.to_thread(self._loader, resolved.path)
-            except BaseException as exc:
-                if self._metrics is not None:
-                    self._metrics.load_failures.inc()
-                if isinstance(exc, LocalLabError):
-                    self.last_error = exc.detail
-                raise
-            finally:
-                self._loading = None
+        if make_default:
+            self._loading_default = resolved.id
+        started = time.monotonic()
+        try:
+            await self._make_room(resolved.id)
+            engine = await asyncio.to_thread(self._loader, resolved.path)
+        except BaseException as exc:
             if self._metrics is not None:
-                self._metrics.load_seconds.observe(time.monotonic() - started)
-            previous = self._current
-            self._current = LoadedModel(resolved.id, engine, datetime.now(timezone.utc), resolved.entry)
-            self.last_error = None
-        if previous is not None:
-            # Requests already running on the old model finish; then it frees its memory.
-            task = asyncio.create_task(previous.engine.close())
-            self._retired.add(task)
-            task.add_done_callback(self._retired.discard)
+                self._metrics.load_failures.inc()
+            if isinstance(exc, LocalLabError):
+                self._errors[resolved.id] = exc.detail
+                self.last_error = exc.detail
+            raise
+        finally:
+            if self._loading_default == resolved.id:
+                self._loading_default = None
+        if self._metrics is not None:
+            self._metrics.load_seconds.observe(time.monotonic() - started)
+        loaded = LoadedModel(resolved.id, engine, datetime.now(timezone.utc), resolved.entry)
+        self._loaded[resolved.id] = loaded
+        self._errors.pop(resolved.id, None)
+        self.last_error = None
         logger.info("model %s loaded (%s)", resolved.id, engine.engine_name)
-        return self._current
+        return loaded
+
+    async def _make_room(self, incoming: str) -> None:
+        """Unloads the least recently used idle model when the next load would exceed the limit."""
+        while len(self._loaded) + 1 > self._max_loaded:
+            idle = [m for m in self._loaded.values() if m is not self._current and _idle(m)]
+            if not idle and self._current is not None and _idle(self._current):
+                idle = [self._current]
+            if not idle:
+                raise ServerBusyError(
+                    f"Cannot load '{incoming}': {len(self._loaded)} models are loaded "
+                    "(LOCALLAB_MAX_LOADED_MODELS) and all are answering requests. Retry later, or unload one."
+                )
+            victim = min(idle, key=lambda m: self._last_used.get(m.id, 0.0))
+            logger.info("unloading model %s to make room for %s", victim.id, incoming)
+            await self.unload(victim.id)
+
+    async def unload(self, model_id: str) -> None:
+        """Frees a model; requests already running on it finish first."""
+        resolved_id = model_id if model_id in self._loaded else self.resolve(model_id).id
+        loaded = self._loaded.pop(resolved_id, None)
+        if loaded is None:
+            raise ModelNotLoadedError(f"Model '{resolved_id}' is not loaded.")
+        self._last_used.pop(resolved_id, None)
+        if self._current is loaded:
+            self._current = None
+        task = asyncio.create_task(loaded.engine.close())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def unload_idle(self, keep_alive: float) -> list[str]:
+        """Unloads models (not the default one) unused for `keep_alive` seconds; returns their ids."""
+        now = time.monotonic()
+        expired = [
+            m.id
+            for m in list(self._loaded.values())
+            if m is not self._current and _idle(m) and now - self._last_used.get(m.id, now) >= keep_alive
+        ]
+        for model_id in expired:
+            logger.info("unloading model %s: idle for %.0f s", model_id, keep_alive)
+            await self.unload(model_id)
+        return expired
+
+    @property
+    def models(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
 
     def is_loaded(self, model_id: str) -> bool:
-        return self._current is not None and self._current.id == model_id
+        return model_id in self._loaded
 
     async def close(self) -> None:
-        current, self._current = self._current, None
-        if current is not None:
-            await current.engine.close()
+        for task in list(self._loads.values()) + list(self._background):
+            task.cancel()
+        loaded, self._loaded, self._current = list(self._loaded.values()), {}, None
+        await asyncio.gather(*(m.engine.close() for m in loaded), return_exceptions=True)
         if self._retired:
             await asyncio.gather(*self._retired, return_exceptions=True)
+
+
+def _idle(model: LoadedModel) -> bool:
+    load = model.engine.load
+    return load.active + load.queued == 0

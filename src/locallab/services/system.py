@@ -47,7 +47,7 @@ class SystemInfo:
         memory = psutil.virtual_memory()
         rss = self._process.memory_info().rss
         current = self._registry.current
-        load = current.engine.load if current else None
+        loads = [m.engine.load for m in self._registry.models]
         stats = self._stats
         return {
             "cpu_usage": psutil.cpu_percent(None),
@@ -70,9 +70,10 @@ class SystemInfo:
             },
             "requests": {
                 "total": stats.requests_total,
-                "active": load.active if load else 0,
-                "queued": load.queued if load else 0,
+                "active": sum(load.active for load in loads),
+                "queued": sum(load.queued for load in loads),
             },
-            "parallel": load.parallel if load else None,
+            "parallel": current.engine.load.parallel if current else None,
+            "loaded_models": [m.id for m in self._registry.models],
             "tokens": {"prompt": stats.prompt_tokens, "generated": stats.generated_tokens},
         }

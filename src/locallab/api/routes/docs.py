@@ -11,7 +11,7 @@ from locallab.api.schemas.responses import ErrorResponse, OpenAIErrorResponse
 _DESCRIPTIONS = {
     400: "Bad request: invalid JSON, or a missing, mistyped, unknown or out-of-range field",
     404: "Unknown model or model file",
-    409: "The model exists but is not loaded",
+    409: "The model is not loaded",
     429: "Rate limit exceeded (see the Retry-After header)",
     500: "Engine failure",
     503: "No model is loaded yet, or the request queue is full (see the Retry-After header)",

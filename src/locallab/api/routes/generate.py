@@ -45,7 +45,7 @@ def _usage(usage: Usage) -> UsageBody:
     response_model=GenerateResponse,
     responses={
         **sse_ok(GenerateResponse, 'The answer; with stream=true, events {"response": "<new text>"}.'),
-        **errors(404, 409, 503),
+        **errors(404, 503),
     },
     summary="Generate text from a prompt",
 )
@@ -53,7 +53,7 @@ async def generate(
     body: GenerateRequest, request: Request, response: Response
 ) -> Response | GenerateResponse:
     services = get_services(request)
-    model = services.registry.get(body.model_id)
+    model = await services.registry.acquire(body.model_id)
     prompt = services.generation.prompt_for_generate(
         model, body.prompt, system_prompt=body.system_prompt, raw=body.raw
     )
@@ -88,14 +88,14 @@ async def generate(
 @router.post(
     "/generate/batch",
     response_model=BatchGenerateResponse,
-    responses=errors(404, 409, 503),
+    responses=errors(404, 503),
     summary="Answer several prompts at once (they run as concurrent sequences)",
 )
 async def generate_batch(
     body: BatchGenerateRequest, request: Request, response: Response
 ) -> BatchGenerateResponse:
     services = get_services(request)
-    model = services.registry.get(body.model_id)
+    model = await services.registry.acquire(body.model_id)
     prepared = []
     for index, text in enumerate(body.prompts):
         try:
@@ -130,13 +130,13 @@ async def generate_batch(
     response_model=ChatResponse,
     responses={
         **sse_ok(ChatResponse, "The answer; with stream=true, OpenAI chat.completion.chunk events."),
-        **errors(404, 409, 503),
+        **errors(404, 503),
     },
     summary="Answer a conversation (OpenAI-like chat completion)",
 )
 async def chat(body: ChatRequest, request: Request, response: Response) -> Response | ChatResponse:
     services = get_services(request)
-    model = services.registry.get(body.model_id)
+    model = await services.registry.acquire(body.model_id)
     messages = [m.model_dump() for m in body.messages]
     prompt = services.generation.prompt_for_chat(model, messages)
     prepared = await services.generation.prepare(model, prompt, body.sampling(), max_tokens=body.max_length)

@@ -101,7 +101,7 @@ def _stream(
     response_model=None,
     responses={
         **sse_ok(None, "A chat.completion, or chat.completion.chunk events."),
-        **errors(404, 409, 503, openai=True),
+        **errors(404, 503, openai=True),
     },
     summary="OpenAI-compatible chat completion",
 )
@@ -111,7 +111,7 @@ async def chat_completions(
     services = get_services(request)
     body.refuse_unsupported()
     params = body.sampling(**body.output_constraint(), logprobs=body.logprob_count())
-    model = services.registry.get(body.model)
+    model = await services.registry.acquire(body.model)
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
     ]
@@ -168,7 +168,7 @@ async def chat_completions(
     response_model=None,
     responses={
         **sse_ok(None, "A text_completion, or text_completion events."),
-        **errors(404, 409, 503, openai=True),
+        **errors(404, 503, openai=True),
     },
     summary="OpenAI-compatible text completion (the prompt is sent as is, without a chat template)",
 )
@@ -178,7 +178,7 @@ async def completions(
     services = get_services(request)
     body.refuse_unsupported()
     params = body.sampling(logprobs=body.logprobs)
-    model = services.registry.get(body.model)
+    model = await services.registry.acquire(body.model)
     prepared = await services.generation.prepare(model, body.text(), params, max_tokens=body.max_tokens)
     completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": completion_id, "object": "text_completion", "created": created, "model": model.id}
@@ -226,15 +226,10 @@ def _model_object(model_id: str, created: int) -> dict[str, Any]:
 @router.get("/models", responses=errors(openai=True), summary="OpenAI-compatible list of models")
 async def list_models(request: Request) -> dict[str, Any]:
     registry = get_services(request).registry
-    current = registry.current
     ids = [entry.id for entry in registry.catalog.values() if entry.source.locate() is not None]
-    if current is not None and current.id not in ids:
-        ids.append(current.id)
-    created = int(current.loaded_at.timestamp()) if current else 0
-    return {
-        "object": "list",
-        "data": [_model_object(i, created if current and i == current.id else 0) for i in ids],
-    }
+    ids += [m.id for m in registry.models if m.id not in ids]
+    created = {m.id: int(m.loaded_at.timestamp()) for m in registry.models}
+    return {"object": "list", "data": [_model_object(i, created.get(i, 0)) for i in ids]}
 
 
 @router.get(
@@ -246,6 +241,5 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
         resolved = registry.resolve(model_id)
     except InvalidRequestError as exc:  # an id that is not even well-formed is simply not a model here
         raise ModelNotFoundError(f"model: no model '{model_id}'.") from exc
-    current = registry.current
-    loaded = current is not None and current.id == resolved.id
-    return _model_object(resolved.id, int(current.loaded_at.timestamp()) if loaded and current else 0)
+    loaded = next((m for m in registry.models if m.id == resolved.id), None)
+    return _model_object(resolved.id, int(loaded.loaded_at.timestamp()) if loaded else 0)

@@ -97,3 +97,10 @@ class ChatRequest(SamplingFields):
 
 class LoadModelRequest(_Strict):
     model_id: str = Field(..., min_length=1, description="Catalog id or path to a .gguf file.")
+    wait: bool = Field(
+        True, description="false: answer 202 at once and load in the background (see /models/status/{id})."
+    )
+
+
+class UnloadModelRequest(_Strict):
+    model_id: str = Field(..., min_length=1, description="A loaded model.")

@@ -76,9 +76,15 @@ class ChatResponse(BaseModel):
 
 
 class LoadModelResponse(BaseModel):
-    status: Literal["success"] = "success"
+    status: Literal["success", "loading"] = "success"
     model_id: str
     message: str
+
+
+class ModelStatusResponse(BaseModel):
+    model_id: str
+    status: Literal["ready", "loading", "failed", "not_loaded"]
+    error: str | None = Field(None, description="Why the last load failed.")
 
 
 class CurrentModelResponse(BaseModel):
