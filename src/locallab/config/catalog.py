@@ -18,14 +18,37 @@ CATALOG_FILE = Path(__file__).with_name("catalog.toml")
 
 @dataclass(frozen=True)
 class PackageSource:
-    """A model file shipped inside an installed Python package."""
+    """A model file shipped inside an installed Python package, or (`assemble = true`) put together by
+    the package's `assemble(output_path)` from chunk packages, into the models directory."""
 
     package: str
     file: str
     pip: str
+    assemble: bool = False
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.package) is not None
+
+    def materialize(self, models_dir: Path) -> Path:
+        """Blocking (an assembly writes and hashes the whole file): the model file, ready to load."""
+        if not self.assemble:
+            path = self.locate()
+            if path is None:
+                raise FileNotFoundError(f"{self.file} is not in the installed package {self.package}")
+            return path
+        module = importlib.import_module(self.package)
+        target = models_dir / self.file
+        if not target.is_file():
+            models_dir.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".partial")
+            module.assemble(output_path=partial, overwrite=True)  # checks the sha256 itself
+            partial.replace(target)  # a model appears only once complete
+        return target
 
     def locate(self) -> Path | None:
-        """Where the file is, or None when the package is not installed."""
+        """Where a shipped file is, or None when the package is not installed (or assembles its file)."""
+        if self.assemble:
+            return None
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
             return None

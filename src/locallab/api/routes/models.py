@@ -105,7 +105,7 @@ async def available_models(request: Request) -> AvailableModelsResponse:
             description=entry.description,
             engine=entry.engine,
             size_bytes=entry.size_bytes,
-            installed=entry.source.locate() is not None,
+            installed=entry.source.installed(),
             is_loaded=registry.is_loaded(entry.id),
         )
         for entry in registry.catalog.values()
