@@ -49,8 +49,7 @@ def models(client: Client, action: str, model_id: str | None, out: TextIO) -> in
             "loaded_at",
         ):
             out.write(f"{key:<15} {current[key]}\n")
-    else:
-        assert model_id is not None
+    elif model_id is not None:  # "load ID": argparse makes the id required
         out.write(client.load_model(model_id)["message"] + "\n")
     return 0
 

@@ -157,10 +157,11 @@ class ModelRegistry:
 
     async def acquire(self, model_id: str | None) -> LoadedModel:
         """The model a request asked for, loading a known model on demand (None: the default one)."""
+        if model_id is None:
+            return self.get(None)
         try:
             return self.get(model_id)
         except ModelNotLoadedError:
-            assert model_id is not None
             return await self.load(model_id, make_default=False)
 
     def _touch(self, loaded: LoadedModel) -> LoadedModel:
