@@ -134,3 +134,23 @@ def test_requests_before_any_model_loaded_get_503_with_retry_after(make_client: 
     assert r.status_code == 503
     assert "POST /models/load" in r.json()["detail"]
     assert r.headers["retry-after"] == "5"
+
+
+def test_a_chat_template_that_runs_too_long_is_a_400_and_the_server_stays_responsive(
+    make_client: AppFactory,
+) -> None:
+    import dataclasses
+    import time
+
+    from locallab.engines.fake import fake_model_info
+
+    # 36 million empty iterations (about 2 s): the sandbox limits each range, not their product
+    template = "{% for i in range(6000) %}{% for j in range(6000) %}{% endfor %}{% endfor %}"
+    client = make_client(FakeEngine(info=fake_model_info("looping", chat_template=template)))
+    generation = client.app.state.services.generation
+    generation.limits = dataclasses.replace(generation.limits, template_seconds=0.3)
+    started = time.monotonic()
+    r = client.post("/chat", json={"messages": USER})
+    assert r.status_code == 400 and "took longer than 0.3 s" in r.json()["detail"]
+    assert time.monotonic() - started < 5
+    assert client.get("/health").status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
@@ -75,6 +76,7 @@ class GenerationLimits:
     max_tokens_cap: int = 8192
     max_time_cap: float = 600.0
     max_messages: int = 512
+    template_seconds: float = 2.0
 
 
 class ShutdownSignal:
@@ -106,7 +108,12 @@ class GenerationService:
         self.limits = limits or GenerationLimits()
         self.shutdown = shutdown or ShutdownSignal()
 
-    def prompt_for_chat(self, model: LoadedModel, messages: Sequence[dict[str, str]]) -> str:
+    async def prompt_for_chat(self, model: LoadedModel, messages: Sequence[dict[str, str]]) -> str:
+        """The conversation in the model's own chat template, rendered off the event loop.
+
+        A template is code from the model file: one that runs too long is given up on (400), so it
+        cannot stall the server (the worker thread finishes on its own).
+        """
         if len(messages) > self.limits.max_messages:
             raise InvalidRequestError(
                 f"messages: {len(messages)} messages, more than the {self.limits.max_messages} this server "
@@ -118,13 +125,22 @@ class GenerationService:
                 f"Model '{model.id}' has no chat template in its metadata (it is probably a base model), "
                 'so it cannot chat. Use POST /generate with "raw": true, or load an instruct model.'
             )
-        text = render_chat(info.chat_template, messages, bos_token=info.bos_token, eos_token=info.eos_token)
+        render = functools.partial(
+            render_chat, info.chat_template, messages, bos_token=info.bos_token, eos_token=info.eos_token
+        )
+        try:
+            text = await asyncio.wait_for(asyncio.to_thread(render), self.limits.template_seconds)
+        except asyncio.TimeoutError:
+            raise ChatTemplateError(
+                f"The chat template of '{model.id}' took longer than {self.limits.template_seconds:g} s to "
+                'render; it may loop for ever. Use POST /generate with "raw": true.'
+            ) from None
         # The tokenizer adds the start token itself; don't send it twice.
         if info.add_bos and info.bos_token and text.startswith(info.bos_token):
             text = text[len(info.bos_token) :]
         return text
 
-    def prompt_for_generate(
+    async def prompt_for_generate(
         self, model: LoadedModel, prompt: str, *, system_prompt: str | None, raw: bool
     ) -> str:
         """A plain prompt becomes one user turn in the chat template, unless raw or the model has none."""
@@ -132,7 +148,7 @@ class GenerationService:
             return prompt
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages.append({"role": "user", "content": prompt})
-        return self.prompt_for_chat(model, messages)
+        return await self.prompt_for_chat(model, messages)
 
     async def prepare(
         self, model: LoadedModel, prompt: str, sampling: SamplingParams, *, max_tokens: int | None

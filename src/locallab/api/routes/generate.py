@@ -54,7 +54,7 @@ async def generate(
 ) -> Response | GenerateResponse:
     services = get_services(request)
     model = await services.registry.acquire(body.model_id)
-    prompt = services.generation.prompt_for_generate(
+    prompt = await services.generation.prompt_for_generate(
         model, body.prompt, system_prompt=body.system_prompt, raw=body.raw
     )
     prepared = await services.generation.prepare(model, prompt, body.sampling(), max_tokens=body.max_length)
@@ -99,7 +99,7 @@ async def generate_batch(
     prepared = []
     for index, text in enumerate(body.prompts):
         try:
-            prompt = services.generation.prompt_for_generate(
+            prompt = await services.generation.prompt_for_generate(
                 model, text, system_prompt=body.system_prompt, raw=body.raw
             )
             prepared.append(
@@ -138,7 +138,7 @@ async def chat(body: ChatRequest, request: Request, response: Response) -> Respo
     services = get_services(request)
     model = await services.registry.acquire(body.model_id)
     messages = [m.model_dump() for m in body.messages]
-    prompt = services.generation.prompt_for_chat(model, messages)
+    prompt = await services.generation.prompt_for_chat(model, messages)
     prepared = await services.generation.prepare(model, prompt, body.sampling(), max_tokens=body.max_length)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())

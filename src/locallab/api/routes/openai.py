@@ -115,7 +115,7 @@ async def chat_completions(
     messages = [
         {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
     ]
-    prompt = services.generation.prompt_for_chat(model, messages)
+    prompt = await services.generation.prompt_for_chat(model, messages)
     prepared = await services.generation.prepare(model, prompt, params, max_tokens=body.token_limit())
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model.id}
