@@ -1,4 +1,4 @@
-"""One table maps domain exceptions to HTTP statuses; every error body is `{"detail": "..."}`.
+"""One table maps domain exceptions to HTTP statuses; every error body is `{"detail", "request_id"}`.
 
 Handlers are looked up along the exception's MRO, so a subclass inherits its parent's status unless
 the table names it. Anything else is a bug: ObserveMiddleware answers 500 with the request id, no traceback.

@@ -106,7 +106,8 @@ class FakeEngine:
             if not state.released:
                 state.released = True
                 self.in_flight -= 1
-                self.cancelled += 0 if state.finished else 1
+                if not state.finished:
+                    self.cancelled += 1
 
         return GenerationStream(self._stream(request, state, cancel), cancel)
 

@@ -181,7 +181,6 @@ class GenerationService:
     async def _counted(
         self, prepared: PreparedGeneration, chunks: GenerationStream
     ) -> AsyncGenerator[GenerationChunk, None]:
-        self._stats.generation_started()
         metrics = self._metrics
         last: GenerationChunk | None = None
         started = previous = time.monotonic()

@@ -191,15 +191,19 @@ class ModelRegistry:
         task.add_done_callback(self._background.discard)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # the error is kept in load_state
 
+    def canonical_id(self, model_id: str) -> str:
+        """The id a model is known by: as given when it is loaded, else as resolved (a path made absolute)."""
+        return model_id if model_id in self._loaded else self.resolve(model_id).id
+
     def load_state(self, model_id: str) -> tuple[str, str | None]:
         """("ready" | "loading" | "failed" | "not_loaded", error detail or None)."""
-        resolved = self.resolve(model_id)
-        if resolved.id in self._loaded:
+        model_id = self.canonical_id(model_id)
+        if model_id in self._loaded:
             return "ready", None
-        if resolved.id in self._loads:
+        if model_id in self._loads:
             return "loading", None
-        if resolved.id in self._errors:
-            return "failed", self._errors[resolved.id]
+        if model_id in self._errors:
+            return "failed", self._errors[model_id]
         return "not_loaded", None
 
     async def _load(self, resolved: ResolvedModel, make_default: bool) -> LoadedModel:
@@ -262,7 +266,7 @@ class ModelRegistry:
 
     async def unload(self, model_id: str) -> None:
         """Frees a model; requests already running on it finish first."""
-        resolved_id = model_id if model_id in self._loaded else self.resolve(model_id).id
+        resolved_id = self.canonical_id(model_id)
         loaded = self._loaded.pop(resolved_id, None)
         if loaded is None:
             raise ModelNotLoadedError(f"Model '{resolved_id}' is not loaded.")

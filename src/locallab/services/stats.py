@@ -10,20 +10,13 @@ from dataclasses import dataclass, field
 class Stats:
     started_at: float = field(default_factory=time.time)
     requests_total: int = 0
-    generations_active: int = 0
-    generations_total: int = 0
     prompt_tokens: int = 0
     generated_tokens: int = 0
 
     def request_received(self) -> None:
         self.requests_total += 1
 
-    def generation_started(self) -> None:
-        self.generations_active += 1
-        self.generations_total += 1
-
     def generation_finished(self, prompt_tokens: int, generated_tokens: int) -> None:
-        self.generations_active -= 1
         self.prompt_tokens += prompt_tokens
         self.generated_tokens += generated_tokens
 

@@ -50,7 +50,7 @@ async def load_model(body: LoadModelRequest, request: Request, response: Respons
 )
 async def unload_model(body: UnloadModelRequest, request: Request) -> LoadModelResponse:
     registry = get_services(request).registry
-    model_id = body.model_id if registry.is_loaded(body.model_id) else registry.resolve(body.model_id).id
+    model_id = registry.canonical_id(body.model_id)
     await registry.unload(model_id)
     return LoadModelResponse(model_id=model_id, message=f"Model '{model_id}' unloaded.")
 
@@ -63,7 +63,7 @@ async def unload_model(body: UnloadModelRequest, request: Request) -> LoadModelR
 )
 async def model_status(model_id: str, request: Request) -> ModelStatusResponse:
     registry = get_services(request).registry
-    resolved_id = model_id if registry.is_loaded(model_id) else registry.resolve(model_id).id
+    resolved_id = registry.canonical_id(model_id)
     status, error = registry.load_state(resolved_id)
     return ModelStatusResponse(model_id=resolved_id, status=status, error=error)
 

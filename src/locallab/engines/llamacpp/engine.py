@@ -149,7 +149,7 @@ class LlamaCppEngine:
                     logprob = None
                     if seq.request.sampling.logprobs is not None and not eog:
                         logprob = token_logprob(
-                            native.ctx, index, native.n_vocab, token, seq.request.sampling.logprobs,
+                            native.ctx, index, native.n_vocab, token, piece, seq.request.sampling.logprobs,
                             lambda t: token_bytes(native.vocab, t, piece_buf),
                         )  # fmt: skip
                     if seq.accept(piece, eog=eog, n_ctx_seq=native.n_ctx_seq, logprob=logprob):

@@ -68,10 +68,12 @@ def build_sampler(
     return chain
 
 
-def token_logprob(ctx: Any, index: int, n_vocab: int, token: int, top_n: int, piece: Any) -> TokenLogprob:
-    """The model's log-probability of `token` at batch position `index`, with the `top_n` likeliest.
-
-    `piece(token)` gives a token's bytes. Probabilities are the model's own (before sampling).
+def token_logprob(
+    ctx: Any, index: int, n_vocab: int, token: int, text: bytes, top_n: int, piece: Any
+) -> TokenLogprob:
+    """The model's log-probability of `token` (whose bytes are `text`) at batch position `index`, with
+    the `top_n` likeliest. `piece(token)` gives another token's bytes. Probabilities are the model's own
+    (before sampling).
     """
     pointer = llama_cpp.llama_get_logits_ith(ctx, index)
     logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,))
@@ -82,4 +84,4 @@ def token_logprob(ctx: Any, index: int, n_vocab: int, token: int, top_n: int, pi
         best = np.argpartition(-shifted, top_n)[:top_n]
         best = best[np.argsort(-shifted[best])]
         top = tuple((piece(int(t)), float(shifted[t]) - log_z) for t in best)
-    return TokenLogprob(piece(token), float(shifted[token]) - log_z, top)
+    return TokenLogprob(text, float(shifted[token]) - log_z, top)
