@@ -94,7 +94,7 @@ def make_client(catalog: dict[str, CatalogEntry]) -> Iterator[AppFactory]:
         options: dict[str, Any] = {"model": "fake-chat", "rate_limit_per_minute": 0, **settings}
         app = create_app(
             Settings(**options),
-            engine_loader=loader or (lambda path: fake),
+            engine_loader=(lambda model: loader(model.path)) if loader else (lambda model: fake),
             catalog=catalog,
             clock=clock,
         )

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,22 +25,28 @@ from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
 from locallab.config.settings import Settings
 from locallab.engines.base import Engine
-from locallab.errors import LocalLabError
+from locallab.errors import LocalLabError, ModelLoadError
 from locallab.services.generation import GenerationLimits, GenerationService
 from locallab.services.metrics import Metrics
-from locallab.services.registry import EngineLoader, ModelRegistry
+from locallab.services.registry import EngineLoader, ModelRegistry, ResolvedModel
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo
 
 logger = logging.getLogger(__name__)
 
 
-def llamacpp_loader(settings: Settings) -> EngineLoader:
-    def load(path: Path) -> Engine:
-        from locallab.engines.llamacpp import load_llamacpp_engine  # imported lazily: heavy native library
+def build_engine_loader(settings: Settings) -> EngineLoader:
+    """Builds the engine a resolved model names; engines are imported lazily (heavy native libraries)."""
+
+    def load(model: ResolvedModel) -> Engine:
+        if model.engine != "llama.cpp":
+            raise ModelLoadError(
+                f"Model '{model.id}' needs the {model.engine} engine, which is not available."
+            )
+        from locallab.engines.llamacpp import load_llamacpp_engine
 
         return load_llamacpp_engine(
-            path,
+            model.path,
             context_length=settings.context_length,
             parallel=settings.parallel,
             threads=settings.threads,
@@ -101,7 +106,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = ModelRegistry(
             catalog if catalog is not None else load_catalog(),
-            engine_loader or llamacpp_loader(settings),
+            engine_loader or build_engine_loader(settings),
             settings.models_dir,
             metrics,
             max_loaded=settings.max_loaded_models,

