@@ -79,7 +79,7 @@ AppFactory = Callable[..., TestClient]
 
 
 @pytest.fixture
-def make_client(catalog: dict[str, CatalogEntry]) -> Iterator[AppFactory]:
+def make_client(catalog: dict[str, CatalogEntry], tmp_path: Path) -> Iterator[AppFactory]:
     """Builds a started TestClient; `engine` (or `loader`) decides what a loaded model does."""
     clients: list[TestClient] = []
 
@@ -91,7 +91,13 @@ def make_client(catalog: dict[str, CatalogEntry]) -> Iterator[AppFactory]:
         **settings: Any,
     ) -> TestClient:
         fake = engine or FakeEngine()
-        options: dict[str, Any] = {"model": "fake-chat", "rate_limit_per_minute": 0, **settings}
+        options: dict[str, Any] = {
+            "model": "fake-chat",
+            "rate_limit_per_minute": 0,
+            "models_dir": tmp_path / "models",
+            "model_dirs": str(tmp_path),  # where the tests' model files are made
+            **settings,
+        }
         app = create_app(
             Settings(**options),
             engine_loader=(lambda model: loader(model.path)) if loader else (lambda model: fake),

@@ -7,6 +7,8 @@ LocalLabError
 ├── ModelNotFoundError         no catalog entry or file by that id (404)
 ├── ModelNotLoadedError        known model, but not the one loaded (409)
 ├── ModelLoadError             a model file that cannot be loaded (400)
+├── InsufficientStorageError   not enough memory or disk for a model (507)
+├── DownloadError              the Hub could not deliver a model file intact (502)
 ├── NoModelLoadedError         nothing is loaded yet (503)
 ├── ServerBusyError            every slot and queue place is taken (503)
 ├── ServerShuttingDownError    the server is stopping (503)
@@ -47,6 +49,14 @@ class ModelNotLoadedError(LocalLabError):
 
 
 class ModelLoadError(LocalLabError):
+    pass
+
+
+class InsufficientStorageError(LocalLabError):
+    pass
+
+
+class DownloadError(LocalLabError):
     pass
 
 

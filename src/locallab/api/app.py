@@ -26,6 +26,7 @@ from locallab.config.catalog import CatalogEntry, load_catalog
 from locallab.config.settings import Settings
 from locallab.engines.base import Engine
 from locallab.errors import LocalLabError, ModelLoadError
+from locallab.services.downloads import DownloadManager
 from locallab.services.generation import GenerationLimits, GenerationService
 from locallab.services.metrics import Metrics
 from locallab.services.registry import EngineLoader, ModelRegistry, ResolvedModel
@@ -105,12 +106,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = ModelRegistry(
-            catalog if catalog is not None else load_catalog(),
+            catalog if catalog is not None else load_catalog(extra=settings.catalog_file),
             engine_loader or build_engine_loader(settings),
             settings.models_dir,
             metrics,
             max_loaded=settings.max_loaded_models,
+            model_dirs=settings.model_dir_list(),
         )
+        if settings.model:
+            registry.trust(settings.model)
         app.state.services = Services(
             settings=settings,
             registry=registry,
@@ -128,6 +132,7 @@ def create_app(
             stats=stats,
             system=SystemInfo(registry, stats),
             metrics=metrics,
+            downloads=DownloadManager(settings.models_dir),
         )
         metrics.watch(
             active=lambda: sum(m.engine.load.active for m in registry.models),
@@ -143,6 +148,7 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await app.state.services.downloads.close()
             await registry.close()
 
     app = FastAPI(

@@ -19,7 +19,9 @@ from starlette.types import Scope, Send
 
 from locallab.api.cancellation import ClientDisconnected
 from locallab.errors import (
+    DownloadError,
     EngineError,
+    InsufficientStorageError,
     InvalidRequestError,
     LocalLabError,
     ModelLoadError,
@@ -38,6 +40,8 @@ STATUS_FOR: dict[type[LocalLabError], int] = {
     ModelLoadError: 400,
     ModelNotFoundError: 404,
     ModelNotLoadedError: 409,
+    InsufficientStorageError: 507,
+    DownloadError: 502,
     NoModelLoadedError: 503,
     ServerBusyError: 503,
     ServerShuttingDownError: 503,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from locallab.config.settings import Settings
+from locallab.services.downloads import DownloadManager
 from locallab.services.generation import GenerationService
 from locallab.services.metrics import Metrics
 from locallab.services.registry import ModelRegistry
@@ -22,6 +23,7 @@ class Services:
     stats: Stats
     system: SystemInfo
     metrics: Metrics
+    downloads: DownloadManager
 
 
 def get_services(request: Request) -> Services:

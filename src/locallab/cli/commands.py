@@ -1,10 +1,20 @@
-"""`locallab generate`, `locallab models ...` and `locallab status`: one request each, through the client."""
+"""`locallab generate`, `locallab models ...` and `locallab status`: requests through the client."""
 
 from __future__ import annotations
 
 import json
 import sys
 from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from locallab.client import Client
 
@@ -49,9 +59,44 @@ def models(client: Client, action: str, model_id: str | None, out: TextIO) -> in
             "loaded_at",
         ):
             out.write(f"{key:<15} {current[key]}\n")
-    elif model_id is not None:  # "load ID": argparse makes the id required
+    elif model_id is None:  # argparse makes the id required for the other actions
+        return 2
+    elif action == "info":
+        for key, value in client.model_info(model_id).items():
+            out.write(f"{key:<15} {value}\n")
+    elif action == "pull":
+        pull(client, model_id, out)
+    elif action == "rm":
+        deleted = client.delete_model(model_id)
+        out.write(f"deleted {deleted['path']} ({deleted['freed_bytes'] / 1e6:.0f} MB)\n")
+    else:
         out.write(client.load_model(model_id)["message"] + "\n")
     return 0
+
+
+def pull(client: Client, model_id: str, out: TextIO) -> None:
+    """Shows the server's download as a progress bar (bytes, speed, time left)."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    console = Console(file=out)
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"pulling {model_id}", total=None)
+        outcome: dict[str, Any] = {}
+        for event in client.pull_model(model_id):
+            if event["status"] == "verifying":
+                progress.update(task, description=f"verifying {model_id}")
+            progress.update(task, completed=event.get("completed", 0), total=event.get("total"))
+            outcome = event
+    checked = "verified" if outcome.get("verified") else "(no checksum to verify against)"
+    console.print(
+        f"{outcome.get('model_id', model_id)}: sha256 {outcome.get('sha256')} {checked}, "
+        f"saved as {outcome.get('path')}. Load it with: locallab models load {outcome.get('model_id')}"
+    )
 
 
 def status(client: Client, out: TextIO) -> int:

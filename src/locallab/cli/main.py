@@ -92,13 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt", nargs="?", default=None, help="The prompt; read from stdin when omitted")
     generate.add_argument("--raw", action="store_true", help="Send the prompt without the chat template")
 
-    models = commands.add_parser("models", help="List, show or load models.")
+    models = commands.add_parser("models", help="List, inspect, pull, load or remove models.")
     actions = models.add_subparsers(dest="action", required=True)
-    _add_client_flags(actions.add_parser("list", help="Models the server knows"))
-    _add_client_flags(actions.add_parser("current", help="The loaded model"))
-    load = actions.add_parser("load", help="Load a model (catalog id or .gguf path)")
-    load.add_argument("model_id")
-    _add_client_flags(load)
+    _add_client_flags(actions.add_parser("list", help="Models the server knows, and which are installed"))
+    _add_client_flags(actions.add_parser("current", help="The default model"))
+    for action, text in (
+        ("info", "Everything known about a model: catalog entry, file, load state"),
+        ("load", "Load a model (catalog id, .gguf file or model folder)"),
+        ("pull", "Download a model from the Hugging Face Hub (catalog id or hf://owner/repo/file.gguf)"),
+        ("rm", "Delete a downloaded model file from the models directory"),
+    ):
+        parser_for = actions.add_parser(action, help=text)
+        parser_for.add_argument("model_id")
+        _add_client_flags(parser_for)
 
     status = commands.add_parser("status", help="Health and load of a running server.")
     _add_client_flags(status)

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from locallab import __version__
 from locallab.api.app import create_app
+from locallab.config.catalog import load_catalog
 from locallab.config.settings import Settings
 from locallab.logs import configure_logging
 
@@ -23,6 +24,11 @@ def refusal(settings: Settings) -> str | None:
             "could use it. Start with --api-key KEY (or LOCALLAB_API_KEYS), or add --allow-no-auth if "
             "the network is trusted."
         )
+    if settings.catalog_file is not None:
+        try:
+            load_catalog(extra=settings.catalog_file)
+        except ValueError as exc:
+            return f"cannot use LOCALLAB_CATALOG_FILE: {exc}"
     return None
 
 

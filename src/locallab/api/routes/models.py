@@ -1,20 +1,32 @@
-"""Model management: load a model, show the current one, list what is available."""
+"""Model management: load, unload, pull from the Hub, inspect and delete models; the current one, and
+what is available."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
+from starlette.responses import StreamingResponse
 
 from locallab.api.routes.docs import errors
-from locallab.api.schemas.requests import LoadModelRequest, UnloadModelRequest
+from locallab.api.schemas.requests import LoadModelRequest, PullModelRequest, UnloadModelRequest
 from locallab.api.schemas.responses import (
     AvailableModel,
     AvailableModelsResponse,
     CurrentModelResponse,
+    DeleteModelResponse,
     LoadModelResponse,
+    ModelDetails,
     ModelStatusResponse,
+    PullModelResponse,
 )
+from locallab.api.sse import sse_response
 from locallab.api.state import get_services
-from locallab.errors import ModelNotFoundError, NoModelLoadedError
+from locallab.config.catalog import HubSource
+from locallab.errors import DownloadError, ModelNotFoundError, NoModelLoadedError
+from locallab.services.downloads import PullProgress, parse_target
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -30,6 +42,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 )
 async def load_model(body: LoadModelRequest, request: Request, response: Response) -> LoadModelResponse:
     registry = get_services(request).registry
+    if body.keep_alive is not None:
+        registry.set_keep_alive(registry.resolve(body.model_id).id, body.keep_alive)
     if not body.wait:
         model_id = registry.resolve(body.model_id).id
         registry.start_load(model_id)
@@ -105,11 +119,26 @@ async def available_models(request: Request) -> AvailableModelsResponse:
             description=entry.description,
             engine=entry.engine,
             size_bytes=entry.size_bytes,
-            installed=entry.source.installed(),
+            installed=entry.source.path_in(registry.models_dir) is not None,
             is_loaded=registry.is_loaded(entry.id),
         )
         for entry in registry.catalog.values()
     ]
+    for path in registry.downloaded_files():
+        model_id = registry.canonical_id(path.name)
+        if registry.is_loaded(model_id):
+            continue  # listed below, with what the engine knows of it
+        models.append(
+            AvailableModel(
+                id=path.name,
+                name=path.stem,
+                description="GGUF file in the models directory.",
+                engine="llama.cpp",
+                size_bytes=path.stat().st_size,
+                installed=True,
+                is_loaded=False,
+            )
+        )
     current = registry.current
     for loaded in registry.models:
         if loaded.entry is None:  # loaded from a path: not in the catalog
@@ -126,3 +155,122 @@ async def available_models(request: Request) -> AvailableModelsResponse:
                 )
             )
     return AvailableModelsResponse(models=models, current_model=current.id if current else None)
+
+
+@router.post(
+    "/pull",
+    response_model=PullModelResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"description": "Progress events, then [DONE]"}},
+            "description": 'Progress as server-sent events: {"status": "downloading", "completed": bytes, '
+            '"total": bytes}, then {"status": "success", "path", "sha256"} or {"status": "error", "detail"}; '
+            "with stream false, the outcome as JSON.",
+        },
+        **errors(400, 404, 502, 507),
+    },
+    summary="Download a model from the Hugging Face Hub into the models directory",
+)
+async def pull_model(body: PullModelRequest, request: Request) -> PullModelResponse | StreamingResponse:
+    services = get_services(request)
+    target = parse_target(body.model_id, services.registry.catalog)
+    pull = services.downloads.start(target)
+    if body.stream:
+        return sse_response(_progress_events(services.downloads.watch(pull)), request.url.path)
+    final = await services.downloads.outcome(pull)
+    if final.status != "success":
+        raise final.error or DownloadError(final.detail or "The download failed.")
+    return PullModelResponse(
+        model_id=final.model_id,
+        completed=final.completed,
+        total=final.total,
+        path=final.path or "",
+        sha256=final.sha256 or "",
+        verified=final.verified,
+    )
+
+
+async def _progress_events(progress: AsyncIterator[PullProgress]) -> AsyncIterator[dict[str, Any]]:
+    last_status = None
+    async for item in progress:
+        if item.status == "downloading" and last_status == "downloading":
+            await asyncio.sleep(0.05)  # at most ~20 progress events a second
+        last_status = item.status
+        yield item.event()
+
+
+@router.get(
+    "/{model_id:path}",
+    response_model=ModelDetails,
+    responses=errors(400, 404),
+    summary="Everything known about one model: catalog entry, file, load state",
+)
+async def model_details(model_id: str, request: Request) -> ModelDetails:
+    registry = get_services(request).registry
+    entry = registry.catalog.get(model_id)
+    if entry is None:
+        resolved = registry.resolve(model_id)  # 404 for unknown ids, 400 for paths outside the model dirs
+        status, error = registry.load_state(resolved.id)
+        loaded = next((m for m in registry.models if m.id == resolved.id), None)
+        info = loaded.engine.info if loaded else None
+        size = resolved.path.stat().st_size if resolved.path.is_file() else None
+        return ModelDetails(
+            id=resolved.id,
+            name=info.name if info else resolved.path.name,
+            description=f"Local model ({resolved.engine}).",
+            engine=resolved.engine,
+            format="gguf" if resolved.engine == "llama.cpp" else resolved.engine,
+            parameters=str(info.parameters) if info else "",
+            quantization=info.quantization if info else "",
+            context_length=loaded.engine.context_length if loaded else 0,
+            license="",
+            size_bytes=size,
+            sha256=None,
+            source=str(resolved.path),
+            installed=True,
+            path=str(resolved.path),
+            status=status,
+            error=error,
+        )
+    path = entry.source.path_in(registry.models_dir)
+    installed = path is not None and path.is_file()
+    status, error = registry.load_state(model_id) if installed else ("not_loaded", None)
+    source = entry.source
+    return ModelDetails(
+        id=entry.id,
+        name=entry.name,
+        description=entry.description,
+        engine=entry.engine,
+        format=entry.format,
+        parameters=entry.parameters,
+        quantization=entry.quantization,
+        context_length=entry.context_length,
+        license=entry.license,
+        size_bytes=entry.size_bytes,
+        sha256=entry.sha256 or None,
+        source=(
+            f"hf://{source.repo}/{source.file}"
+            if isinstance(source, HubSource)
+            else f"PyPI package {source.pip}"
+        ),
+        installed=installed,
+        path=str(path) if installed else None,
+        status=status,
+        error=error,
+    )
+
+
+@router.delete(
+    "/{model_id:path}",
+    response_model=DeleteModelResponse,
+    responses=errors(400, 404),
+    summary="Delete a downloaded model file (only ever inside the models directory)",
+)
+async def delete_model(model_id: str, request: Request) -> DeleteModelResponse:
+    registry = get_services(request).registry
+    resolved_id, path = registry.deletable_file(model_id)
+    if registry.is_loaded(resolved_id):
+        await registry.unload(resolved_id)
+    size = path.stat().st_size
+    await asyncio.to_thread(path.unlink)
+    return DeleteModelResponse(model_id=resolved_id, path=str(path), freed_bytes=size)

@@ -226,7 +226,11 @@ def _model_object(model_id: str, created: int) -> dict[str, Any]:
 @router.get("/models", responses=errors(openai=True), summary="OpenAI-compatible list of models")
 async def list_models(request: Request) -> dict[str, Any]:
     registry = get_services(request).registry
-    ids = [entry.id for entry in registry.catalog.values() if entry.source.installed()]
+    ids = [
+        entry.id
+        for entry in registry.catalog.values()
+        if entry.source.path_in(registry.models_dir) is not None
+    ]
     ids += [m.id for m in registry.models if m.id not in ids]
     created = {m.id: int(m.loaded_at.timestamp()) for m in registry.models}
     return {"object": "list", "data": [_model_object(i, created.get(i, 0)) for i in ids]}

@@ -22,6 +22,12 @@ class SamplingFields(_Strict):
         None, min_length=1, description="Model to use; null means the current model."
     )
     stream: bool = Field(False, description="Send the answer as server-sent events while it is generated.")
+    keep_alive: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds the model stays loaded once idle after this request "
+        "(null: LOCALLAB_KEEP_ALIVE). The default model always stays.",
+    )
     max_length: int | None = Field(
         None, ge=1, description="Most new tokens to generate (null: the server default, 512)."
     )
@@ -100,6 +106,19 @@ class LoadModelRequest(_Strict):
     wait: bool = Field(
         True, description="false: answer 202 at once and load in the background (see /models/status/{id})."
     )
+    keep_alive: float | None = Field(
+        None, ge=0, description="Seconds the model stays loaded once idle (null: LOCALLAB_KEEP_ALIVE)."
+    )
+
+
+class PullModelRequest(_Strict):
+    model_id: str = Field(
+        ...,
+        min_length=1,
+        max_length=1024,
+        description="A catalog id of a Hub model, or a Hub file as hf://owner/repo/file.gguf.",
+    )
+    stream: bool = Field(True, description="Send progress as server-sent events; false: answer when done.")
 
 
 class UnloadModelRequest(_Strict):

@@ -81,6 +81,42 @@ class LoadModelResponse(BaseModel):
     message: str
 
 
+class PullModelResponse(BaseModel):
+    status: Literal["success"] = "success"
+    model_id: str = Field(..., description="The id that loads the model now.")
+    completed: int = Field(..., description="Bytes downloaded.")
+    total: int | None = Field(..., description="Bytes in the file.")
+    path: str
+    sha256: str
+    verified: bool = Field(..., description="The sha256 matched the catalog's (or the Hub's) checksum.")
+
+
+class DeleteModelResponse(BaseModel):
+    status: Literal["deleted"] = "deleted"
+    model_id: str
+    path: str
+    freed_bytes: int
+
+
+class ModelDetails(BaseModel):
+    id: str
+    name: str
+    description: str
+    engine: str
+    format: str
+    parameters: str
+    quantization: str
+    context_length: int
+    license: str
+    size_bytes: int | None
+    sha256: str | None
+    source: str = Field(..., description="Where the file comes from: a PyPI package or a Hub repository.")
+    installed: bool
+    path: str | None = Field(..., description="The model file, once installed.")
+    status: Literal["ready", "loading", "failed", "not_loaded"]
+    error: str | None = Field(None, description="Why the last load failed.")
+
+
 class ModelStatusResponse(BaseModel):
     model_id: str
     status: Literal["ready", "loading", "failed", "not_loaded"]
