@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,8 @@ class Server:
                 "LOCALLAB_PORT": str(self.port),
                 "LOCALLAB_THREADS": "2",
                 "LOCALLAB_MODELS_DIR": models_dir,
+                # tests hand the server model files from their own temporary directories
+                "LOCALLAB_MODEL_DIRS": tempfile.gettempdir(),
                 **env,
             }
         )

@@ -53,6 +53,8 @@ def build_engine_loader(settings: Settings) -> EngineLoader:
             threads=settings.threads,
             batch_size=settings.batch_size,
             max_queue=settings.max_queue,
+            probe=model.entry is None,  # a file from outside the catalog: open it in a child first
+            memory_limit_mb=settings.memory_limit_mb,
         )
 
     return load

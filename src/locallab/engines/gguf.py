@@ -76,12 +76,19 @@ class _Reader:
         self.f.seek(n, 1)
 
 
-def _value(r: _Reader, kind: int, key: str, depth: int = 0) -> int | float | bool | None:
-    """Reads (or skips) one metadata value; returns scalars, which the alignment key needs."""
+MetadataValue = int | float | bool | str | None
+_MAX_KEPT_STRING = 1024  # longer strings (chat templates, licenses) are checked and skipped
+
+
+def _value(r: _Reader, kind: int, key: str, depth: int = 0) -> MetadataValue:
+    """Reads (or skips) one metadata value; returns scalars and short strings (arrays: None)."""
     if kind in _SCALARS:
         return r.unpack(_SCALARS[kind], f"value of {key}")
     if kind == 8:
-        r.skip(r.u64(f"length of {key}"), f"string value of {key}")
+        length = r.u64(f"length of {key}")
+        if depth == 0 and length <= _MAX_KEPT_STRING:
+            return r.read(length, f"string value of {key}").decode("utf-8", errors="replace")
+        r.skip(length, f"string value of {key}")
         return None
     if kind == 9 and depth == 0:
         item_kind = r.u32(f"array type of {key}")
@@ -99,22 +106,23 @@ def _value(r: _Reader, kind: int, key: str, depth: int = 0) -> int | float | boo
     raise r.fail(f"metadata {key} has unknown value type {kind}")
 
 
-def check_gguf_header(path: Path) -> None:
-    """Raises ModelLoadError naming the first thing wrong with the file's structure."""
+def check_gguf_header(path: Path) -> dict[str, MetadataValue]:
+    """Raises ModelLoadError naming the first thing wrong with the file's structure; returns the file's
+    scalar and short string metadata (architecture, layer and head counts, ...)."""
     try:
         with path.open("rb") as f:
             size = path.stat().st_size
-            _check(_Reader(f, size, path.name))
+            return _check(_Reader(f, size, path.name))
     except OSError as exc:
         raise ModelLoadError(f"Cannot read model file {path}: {exc.strerror or exc}.") from exc
 
 
-def check_gguf_bytes(data: bytes, name: str = "model.gguf") -> None:
+def check_gguf_bytes(data: bytes, name: str = "model.gguf") -> dict[str, MetadataValue]:
     """The same checks on a file held in memory."""
-    _check(_Reader(io.BytesIO(data), len(data), name))
+    return _check(_Reader(io.BytesIO(data), len(data), name))
 
 
-def _check(r: _Reader) -> None:
+def _check(r: _Reader) -> dict[str, MetadataValue]:
     if r.size < _HEADER.size:
         raise ModelLoadError(
             f"{r.name} is not a valid GGUF file: it is only {r.size} bytes long, shorter than a GGUF header."
@@ -132,9 +140,11 @@ def _check(r: _Reader) -> None:
     if n_kv > MAX_KEYS:
         raise ModelLoadError(f"{r.name} is not a valid GGUF file: its header lists {n_kv} metadata keys.")
     alignment = 32
+    metadata: dict[str, MetadataValue] = {}
     for _ in range(n_kv):
         key = r.string("metadata key", MAX_KEY_BYTES).decode("utf-8", errors="replace")
         value = _value(r, r.u32(f"type of {key}"), key)
+        metadata[key] = value
         if key == "general.alignment":
             if not isinstance(value, int) or value <= 0 or value & (value - 1):
                 raise r.fail(f"general.alignment is {value!r}, not a power of two")
@@ -171,3 +181,4 @@ def _check(r: _Reader) -> None:
                 f"{r.name} is not a valid GGUF file: tensor {name} lies beyond the end of the file "
                 f"(needs {end} bytes, the file has {r.size}); the file may be truncated."
             )
+    return metadata

@@ -258,10 +258,24 @@ class LlamaCppEngine:
 
 
 def load_llamacpp_engine(
-    path: Path, *, context_length: int, parallel: int, threads: int, batch_size: int, max_queue: int = 64
+    path: Path,
+    *,
+    context_length: int,
+    parallel: int,
+    threads: int,
+    batch_size: int,
+    max_queue: int = 64,
+    probe: bool = False,
+    memory_limit_mb: int = 0,
 ) -> LlamaCppEngine:
-    """Blocking: call from a worker thread."""
+    """Blocking: call from a worker thread. `probe`: open the file in a child process first."""
     native = load_native_model(
-        path, context_length=context_length, parallel=parallel, threads=threads, batch_size=batch_size
+        path,
+        context_length=context_length,
+        parallel=parallel,
+        threads=threads,
+        batch_size=batch_size,
+        probe=probe,
+        memory_limit_mb=memory_limit_mb,
     )
     return LlamaCppEngine(native, parallel=parallel, batch_size=batch_size, max_queue=max_queue)

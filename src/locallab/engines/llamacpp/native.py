@@ -14,6 +14,8 @@ import llama_cpp
 
 from locallab.engines.base import ModelInfo
 from locallab.engines.gguf import check_gguf_header
+from locallab.engines.llamacpp.memory import check_fits, estimate_memory
+from locallab.engines.llamacpp.probe import probe_gguf
 from locallab.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -92,10 +94,25 @@ def _quantization(model: Any) -> str:
 
 
 def load_native_model(
-    path: Path, *, context_length: int, parallel: int, threads: int, batch_size: int
+    path: Path,
+    *,
+    context_length: int,
+    parallel: int,
+    threads: int,
+    batch_size: int,
+    probe: bool = False,
+    memory_limit_mb: int = 0,
 ) -> NativeModel:
-    """Blocking: parses the file, maps its weights and allocates the KV cache for `parallel` sequences."""
-    check_gguf_header(path)
+    """Blocking: parses the file, maps its weights and allocates the KV cache for `parallel` sequences.
+
+    Before llama.cpp sees the file: its structure is checked in Python, it is opened in a child process
+    first when `probe` (files from outside the catalog), and its memory need is checked against what is
+    free (507 instead of an out-of-memory kill)."""
+    header = check_gguf_header(path)
+    if probe:
+        probe_gguf(path)
+    estimate = estimate_memory(path, header, context_length=context_length, parallel=parallel)
+    check_fits(path.name, estimate, memory_limit_mb)
     native_log.install()
     native_log.recent.clear()
     mparams = llama_cpp.llama_model_default_params()
