@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from locallab.config.catalog import CatalogEntry
 from locallab.engines.fake import FakeEngine
 from tests.conftest import AppFactory
 
@@ -161,3 +163,18 @@ def test_a_chat_template_that_runs_too_long_is_a_400_and_the_server_stays_respon
     assert r.status_code == 400 and "took longer than 0.3 s" in r.json()["detail"]
     assert time.monotonic() - started < 5
     assert client.get("/health").status_code == 200
+
+
+def test_a_template_the_catalog_declares_lets_a_base_model_chat(
+    make_client: AppFactory, catalog: dict[str, CatalogEntry]
+) -> None:
+    from locallab.engines.fake import fake_model_info
+
+    turns = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[model] "
+    catalog["fake-chat"] = replace(catalog["fake-chat"], chat_template=turns)
+    engine = FakeEngine(info=fake_model_info("base", chat_template=None))
+    client = make_client(engine)
+    assert client.post("/chat", json={"messages": USER}).status_code == 200
+    assert engine.prompts[-1].endswith("[model] ") and "[user] " in engine.prompts[-1]
+    client.post("/generate", json={"prompt": "The sky is"})
+    assert engine.prompts[-1] == "The sky is"  # /generate continues the text of a base model

@@ -95,7 +95,10 @@ def pull(client: Client, model_id: str, out: TextIO) -> None:
     checked = "verified" if outcome.get("verified") else "(no checksum to verify against)"
     console.print(
         f"{outcome.get('model_id', model_id)}: sha256 {outcome.get('sha256')} {checked}, "
-        f"saved as {outcome.get('path')}. Load it with: locallab models load {outcome.get('model_id')}"
+        f"saved as {outcome.get('path')}. Load it with: locallab models load {outcome.get('model_id')}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
 
 

@@ -113,6 +113,7 @@ class CatalogEntry:
     size_bytes: int
     source: PackageSource | HubSource
     sha256: str = ""  # of the model file, checked after every download
+    chat_template: str | None = None  # for files whose metadata has none (base models)
 
 
 def _entry(raw: dict[str, Any]) -> CatalogEntry:

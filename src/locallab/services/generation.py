@@ -93,6 +93,11 @@ class ShutdownSignal:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
 
+def chat_template_of(model: LoadedModel) -> str | None:
+    """The model file's own chat template, else the one its catalog entry declares (base models)."""
+    return model.engine.info.chat_template or (model.entry.chat_template if model.entry else None)
+
+
 class GenerationService:
     def __init__(
         self,
@@ -120,13 +125,14 @@ class GenerationService:
                 "accepts (LOCALLAB_MAX_MESSAGES)."
             )
         info = model.engine.info
-        if not info.chat_template:
+        template = chat_template_of(model)
+        if not template:
             raise ChatTemplateError(
                 f"Model '{model.id}' has no chat template in its metadata (it is probably a base model), "
                 'so it cannot chat. Use POST /generate with "raw": true, or load an instruct model.'
             )
         render = functools.partial(
-            render_chat, info.chat_template, messages, bos_token=info.bos_token, eos_token=info.eos_token
+            render_chat, template, messages, bos_token=info.bos_token, eos_token=info.eos_token
         )
         try:
             text = await asyncio.wait_for(asyncio.to_thread(render), self.limits.template_seconds)
@@ -143,7 +149,8 @@ class GenerationService:
     async def prompt_for_generate(
         self, model: LoadedModel, prompt: str, *, system_prompt: str | None, raw: bool
     ) -> str:
-        """A plain prompt becomes one user turn in the chat template, unless raw or the model has none."""
+        """A plain prompt becomes one user turn in the chat template, unless raw or the model file has
+        none (a base model continues the text; a template its catalog entry declares is for chats)."""
         if raw or not model.engine.info.chat_template:
             return prompt
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
