@@ -145,23 +145,38 @@ def test_requests_before_any_model_loaded_get_503_with_retry_after(make_client: 
     assert r.headers["retry-after"] == "5"
 
 
-def test_a_chat_template_that_runs_too_long_is_a_400_and_the_server_stays_responsive(
+def test_a_chat_template_that_loops_for_ever_is_a_400_and_its_process_is_killed(
     make_client: AppFactory,
 ) -> None:
-    import dataclasses
     import time
+
+    import psutil
 
     from locallab.engines.fake import fake_model_info
 
-    # 36 million empty iterations (about 2 s): the sandbox limits each range, not their product
-    template = "{% for i in range(6000) %}{% for j in range(6000) %}{% endfor %}{% endfor %}"
+    # 10^10 empty iterations: the sandbox limits each range, not their product
+    template = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
     client = make_client(FakeEngine(info=fake_model_info("looping", chat_template=template)))
-    generation = client.app.state.services.generation
-    generation.limits = dataclasses.replace(generation.limits, template_seconds=0.3)
-    started = time.monotonic()
+    renderer = client.app.state.services.generation.templates
+    renderer.seconds = 0.5
+    children_before = {p.pid for p in psutil.Process().children(recursive=True)}
+    for _ in range(3):  # again and again: no thread or process is left spinning
+        started = time.monotonic()
+        r = client.post("/chat", json={"messages": USER})
+        assert r.status_code == 400 and "took longer than 0.5 s" in r.json()["detail"]
+        assert time.monotonic() - started < 5
+        assert client.get("/health").status_code == 200
+    children_after = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert children_after <= children_before  # the renderer that looped was killed
+
+
+def test_a_chat_template_that_allocates_without_end_is_a_400(make_client: AppFactory) -> None:
+    from locallab.engines.fake import fake_model_info
+
+    bomb = "{% set s = 'x' * 3000000000 %}{{ s | length }}"
+    client = make_client(FakeEngine(info=fake_model_info("bomb", chat_template=bomb)))
     r = client.post("/chat", json={"messages": USER})
-    assert r.status_code == 400 and "took longer than 0.3 s" in r.json()["detail"]
-    assert time.monotonic() - started < 5
+    assert r.status_code == 400 and "memory" in r.json()["detail"]
     assert client.get("/health").status_code == 200
 
 

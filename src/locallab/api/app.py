@@ -141,7 +141,10 @@ def create_app(
             queued=lambda: sum(m.engine.load.queued for m in registry.models),
             loaded=lambda: len(registry.models),
         )
-        tasks = [asyncio.create_task(_unload_idle_models(registry, settings.keep_alive))]
+        tasks = [
+            asyncio.create_task(_unload_idle_models(registry, settings.keep_alive)),
+            asyncio.create_task(app.state.services.generation.templates.warm()),
+        ]
         if settings.model:
             tasks.append(asyncio.create_task(_load_default(registry, settings.model)))
         try:
@@ -151,6 +154,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await app.state.services.downloads.close()
+            await app.state.services.generation.templates.close()
             await registry.close()
 
     app = FastAPI(

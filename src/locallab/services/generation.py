@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
@@ -26,10 +25,10 @@ from locallab.errors import (
     InvalidRequestError,
     ServerShuttingDownError,
 )
-from locallab.services.chat_template import render_chat
 from locallab.services.metrics import Metrics
 from locallab.services.registry import LoadedModel, ModelRegistry
 from locallab.services.stats import Stats
+from locallab.services.template_worker import TemplateRenderer
 
 
 @dataclass(frozen=True)
@@ -112,12 +111,13 @@ class GenerationService:
         self._stats = stats
         self.limits = limits or GenerationLimits()
         self.shutdown = shutdown or ShutdownSignal()
+        self.templates = TemplateRenderer(self.limits.template_seconds)
 
     async def prompt_for_chat(self, model: LoadedModel, messages: Sequence[dict[str, str]]) -> str:
-        """The conversation in the model's own chat template, rendered off the event loop.
+        """The conversation in the model's own chat template, rendered in a child process.
 
-        A template is code from the model file: one that runs too long is given up on (400), so it
-        cannot stall the server (the worker thread finishes on its own).
+        A template is code from the model file: one that runs too long or takes too much memory is
+        given up on (400) and its process killed, so it cannot stall or starve the server.
         """
         if len(messages) > self.limits.max_messages:
             raise InvalidRequestError(
@@ -131,16 +131,7 @@ class GenerationService:
                 f"Model '{model.id}' has no chat template in its metadata (it is probably a base model), "
                 'so it cannot chat. Use POST /generate with "raw": true, or load an instruct model.'
             )
-        render = functools.partial(
-            render_chat, template, messages, bos_token=info.bos_token, eos_token=info.eos_token
-        )
-        try:
-            text = await asyncio.wait_for(asyncio.to_thread(render), self.limits.template_seconds)
-        except asyncio.TimeoutError:
-            raise ChatTemplateError(
-                f"The chat template of '{model.id}' took longer than {self.limits.template_seconds:g} s to "
-                'render; it may loop for ever. Use POST /generate with "raw": true.'
-            ) from None
+        text = await self.templates.render(model.id, template, messages, info.bos_token, info.eos_token)
         # The tokenizer adds the start token itself; don't send it twice.
         if info.add_bos and info.bos_token and text.startswith(info.bos_token):
             text = text[len(info.bos_token) :]
