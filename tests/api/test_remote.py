@@ -203,3 +203,12 @@ def test_upstreams_are_health_checked(serve_app: LiveServerFactory, front: Front
         time.sleep(0.02)
     assert dead_available() == 0
     assert any(dead in k and 'kind="health"' in k for k in upstream_series(client, "errors_total"))
+
+
+def test_the_remote_model_is_described_like_any_other(serve_app: LiveServerFactory, front: Front) -> None:
+    client = front([serve_app(FakeEngine())])
+    current = client.get("/models/current").json()
+    assert current["id"] == "team-model" and current["engine"] == "remote"
+    assert "team-model" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert client.get("/system/info").status_code == 200
+    assert client.get("/health").json()["model_status"] == "ready"

@@ -113,7 +113,8 @@ class RemoteEngine:
         answered = False
         sent = time.monotonic()
         reader = StreamReader(chat=path == "/chat/completions")
-        headers = {**self._headers, "X-Request-ID": request_id_var.get()}
+        request_id = request_id_var.get()
+        headers = {**self._headers, "X-Request-ID": request_id} if request_id != "-" else self._headers
         try:
             try:
                 async with self._client.stream(
