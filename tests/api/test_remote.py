@@ -212,3 +212,13 @@ def test_the_remote_model_is_described_like_any_other(serve_app: LiveServerFacto
     assert "team-model" in [m["id"] for m in client.get("/v1/models").json()["data"]]
     assert client.get("/system/info").status_code == 200
     assert client.get("/health").json()["model_status"] == "ready"
+
+
+def test_max_time_ends_a_stalled_upstream_answer_with_finish_reason_time(
+    serve_app: LiveServerFactory, front: Front
+) -> None:
+    client = front([serve_app(FakeEngine([b"slow"] * 5, delay=2.0))])
+    started = time.monotonic()
+    r = client.post("/generate", json={"prompt": "hi", "max_time": 0.3})
+    assert r.status_code == 200 and r.json()["finish_reason"] == "time"
+    assert time.monotonic() - started < 1.5

@@ -115,10 +115,15 @@ class RemoteEngine:
         reader = StreamReader(chat=path == "/chat/completions")
         request_id = request_id_var.get()
         headers = {**self._headers, "X-Request-ID": request_id} if request_id != "-" else self._headers
+        # A read waits at most until the deadline, so a stalled upstream cannot outlast max_time.
+        read = self.config.read_timeout
+        if deadline is not None:
+            read = min(read, deadline - sent)
+        timeout = httpx.Timeout(max(0.001, read), connect=self.config.connect_timeout)
         try:
             try:
                 async with self._client.stream(
-                    "POST", upstream.url + path, json=body, headers=headers
+                    "POST", upstream.url + path, json=body, headers=headers, timeout=timeout
                 ) as response:
                     if response.status_code in _REFUSED:
                         outcome = "refused"
@@ -139,7 +144,8 @@ class RemoteEngine:
                         if reader.done or (deadline is not None and time.monotonic() >= deadline):
                             break
             except httpx.TimeoutException as exc:
-                raise StreamFailure("timeout", f"no answer in time ({type(exc).__name__})") from None
+                if deadline is None or time.monotonic() < deadline:
+                    raise StreamFailure("timeout", f"no answer in time ({type(exc).__name__})") from None
             except httpx.ConnectError as exc:
                 raise StreamFailure("connect", f"cannot connect ({exc})") from None
             except httpx.HTTPError as exc:
