@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from locallab.api.app import create_app
@@ -17,7 +21,7 @@ from locallab.config.catalog import CatalogEntry
 from locallab.config.settings import Settings
 from locallab.engines.fake import CHATML_TEMPLATE, FakeEngine
 from locallab.services.chat_template import render_chat
-from tests.conftest import LiveServerFactory, free_port, sse_events, wait_until_ready
+from tests.conftest import LiveServerFactory, free_port, poll, sse_events, wait_until_ready
 
 Front = Callable[..., TestClient]
 
@@ -28,11 +32,7 @@ def front(tmp_path: Path, catalog: dict[str, CatalogEntry]) -> Iterator[Front]:
     clients: list[TestClient] = []
 
     def start(upstreams: list[str], **options: Any) -> TestClient:
-        config = tmp_path / f"remote-{len(clients)}.toml"
-        lines = ['[models."team-model"]', f"upstreams = {upstreams!r}".replace("'", '"')]
-        lines += ['upstream_model = "fake-chat"']
-        lines += [f"{k} = {v!r}" for k, v in options.items()]
-        config.write_text("\n".join(lines) + "\n")
+        config = write_config(tmp_path / f"remote-{len(clients)}.toml", upstreams, **options)
         settings = Settings(model="team-model", rate_limit_per_minute=0, remote_models=config)
         app = create_app(settings, catalog=catalog)
         client = TestClient(app, base_url="http://localhost", raise_server_exceptions=False)
@@ -44,6 +44,13 @@ def front(tmp_path: Path, catalog: dict[str, CatalogEntry]) -> Iterator[Front]:
     yield start
     for client in clients:
         client.__exit__(None, None, None)
+
+
+def write_config(path: Path, upstreams: list[str], **options: Any) -> Path:
+    lines = ['[models."team-model"]', "upstreams = " + json.dumps(upstreams), 'upstream_model = "fake-chat"']
+    lines += [f"{k} = {v!r}" for k, v in options.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def dead_url() -> str:
@@ -222,3 +229,34 @@ def test_max_time_ends_a_stalled_upstream_answer_with_finish_reason_time(
     r = client.post("/generate", json={"prompt": "hi", "max_time": 0.3})
     assert r.status_code == 200 and r.json()["finish_reason"] == "time"
     assert time.monotonic() - started < 1.5
+
+
+def test_a_client_leaving_cancels_the_upstream_generation(
+    serve_app: LiveServerFactory, tmp_path: Path, catalog: dict[str, CatalogEntry]
+) -> None:
+    engine = FakeEngine([b"x"] * 500, delay=0.01)
+    config = write_config(tmp_path / "remote.toml", [serve_app(engine)])
+    settings = Settings(model="team-model", rate_limit_per_minute=0, remote_models=config)
+    port = free_port()
+    config_ = uvicorn.Config(create_app(settings, catalog=catalog), port=port, log_level="warning")
+    server = uvicorn.Server(config_)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def health() -> str:
+            try:
+                return str(httpx.get(f"{url}/health").json()["model_status"])
+            except httpx.HTTPError:
+                return "down"
+
+        assert poll(health, lambda status: status == "ready") == "ready"
+        with httpx.stream("POST", f"{url}/generate", json={"prompt": "hi", "stream": True}) as r:
+            first = next(line for line in r.iter_lines() if line.startswith("data: "))
+            assert "x" in first
+        assert poll(lambda: engine.cancelled, lambda n: n == 1) == 1  # the upstream stopped generating
+        assert len(engine.requests) == 1
+    finally:
+        server.should_exit = True
+        thread.join(10)
