@@ -260,3 +260,11 @@ def test_a_client_leaving_cancels_the_upstream_generation(
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_the_upstream_key_comes_from_the_configuration(serve_app: LiveServerFactory, front: Front) -> None:
+    upstream = serve_app(FakeEngine(), api_keys="upstream-key")
+    good, bad = front([upstream], api_key="upstream-key"), front([upstream], api_key="wrong-key")
+    assert good.post("/generate", json={"prompt": "hi"}).status_code == 200
+    r = bad.post("/generate", json={"prompt": "hi"})
+    assert r.status_code == 503 and "HTTP 401" in r.json()["detail"]
