@@ -134,7 +134,9 @@ def takes_text_prompts(engine: object) -> bool:
 class Engine(Protocol):
     """A loaded model that turns prompt tokens into text.
 
-    Implementations keep blocking work (inference, file I/O) off the caller's event loop.
+    Implementations keep blocking work (inference, file I/O) off the caller's event loop. An engine
+    whose server renders chat and counts tokens itself sets `takes_text_prompts = True` (see
+    `takes_text_prompts` and `GenerationRequest`); the protocol is otherwise the same.
     """
 
     engine_name: str
