@@ -9,6 +9,7 @@ it, the stream ends with UpstreamError (an error event for a streaming client).
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -23,6 +24,7 @@ from locallab.engines.remote.wire import ErrorKind, StreamFailure, StreamReader,
 from locallab.errors import EngineError, InvalidRequestError, UpstreamError, UpstreamUnavailableError
 from locallab.logs import request_id_var
 
+logger = logging.getLogger(__name__)
 _REFUSED = {400, 413, 422}  # the request itself is wrong: another upstream would say the same
 
 
@@ -93,7 +95,10 @@ class RemoteEngine:
                         yield chunk
                 return
             except StreamFailure as failure:  # only raised before the first token: try the next one
-                reasons.append(f"{upstream.url}: {failure.reason}")
+                logger.warning(
+                    "%s: upstream %s failed before its first token: %s", *self._who(upstream), failure.reason
+                )
+                reasons.append(f"{upstream.name}: {failure.reason}")
 
     def _unavailable(self, reasons: list[str]) -> str:
         if not reasons:
@@ -168,12 +173,16 @@ class RemoteEngine:
                 outcome = "error_before_first_token"
                 raise
             outcome = "error_after_first_token"
+            logger.warning("%s: upstream %s failed while answering: %s", *self._who(upstream), failure.reason)
             raise UpstreamError(
-                f"The upstream {upstream.url} failed while answering: {failure.reason}. "
+                f"The {upstream.name} of '{self.config.id}' failed while answering: {failure.reason}. "
                 "The answer is incomplete; send the request again."
             ) from None
         finally:
             self.pool.end(upstream, outcome, error)
+
+    def _who(self, upstream: Upstream) -> tuple[str, str]:
+        return self.config.id, upstream.url
 
     async def close(self) -> None:
         await self.pool.close()

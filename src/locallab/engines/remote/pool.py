@@ -38,6 +38,7 @@ class UpstreamObserver(Protocol):
 @dataclass(eq=False)
 class Upstream:
     url: str  # OpenAI base URL, ending in /v1
+    name: str  # what clients are told ("upstream 2"): internal addresses stay in logs and metrics
     breaker: CircuitBreaker
     outstanding: int = 0
     healthy: bool = True  # the last health probe answered (optimistic until the first one)
@@ -56,7 +57,8 @@ class UpstreamPool:
     ) -> None:
         self.config = config
         self.upstreams = [
-            Upstream(url, CircuitBreaker(config.max_failures, config.cooldown)) for url in config.upstreams
+            Upstream(url, f"upstream {i + 1}", CircuitBreaker(config.max_failures, config.cooldown))
+            for i, url in enumerate(config.upstreams)
         ]
         self._client = client
         self._headers = headers
