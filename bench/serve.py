@@ -8,6 +8,10 @@ to first token, a liveness probe's latency under load and peak RSS. The raw llam
 
     .venv/bin/python bench/serve.py                 # sets up bench/.venv-peer on first use
     .venv/bin/python bench/serve.py --levels 1 8 --rounds 1
+    .venv/bin/python bench/serve.py --proxy-hop --skip-peer --skip-locallab --skip-raw   # the hop only
+
+With --proxy-hop it also measures the remote engine's hop (see proxy_hop.py): the TTFT it adds and
+its tokens/s against calling the upstream LocalLab directly.
 """
 
 from __future__ import annotations
@@ -149,7 +153,8 @@ def wait_ready(server: Server, timeout: float = 120) -> None:
             raise SystemExit(f"{server.name} exited:\n{server.log.read_text()[-3000:]}")
         try:
             r = httpx.get(server.url + server.probe_path, timeout=2)
-            if r.status_code == 200 and (server.name != "locallab" or r.json()["model_status"] == "ready"):
+            ready = not server.name.startswith("locallab") or r.json()["model_status"] == "ready"
+            if r.status_code == 200 and ready:
                 return
         except httpx.HTTPError:
             pass
@@ -160,7 +165,7 @@ def wait_ready(server: Server, timeout: float = 120) -> None:
 def request_body(server: Server, max_tokens: int, index: int) -> dict[str, Any]:
     start = 1 + 10 * index
     messages = [{"role": "user", "content": PROMPT.format(start=start, end=start + 1000)}]
-    if server.name == "locallab":
+    if server.name.startswith("locallab"):
         return {
             "messages": messages, "stream": True, "max_length": max_tokens,
             "do_sample": False, "repetition_penalty": 1.0,
@@ -343,6 +348,8 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true")
     parser.add_argument("--skip-locallab", action="store_true")
     parser.add_argument("--skip-raw", action="store_true")
+    parser.add_argument("--proxy-hop", action="store_true", help="also measure the remote engine's hop")
+    parser.add_argument("--proxy-pairs", type=int, default=30, help="TTFT pairs for --proxy-hop")
     args = parser.parse_args()
     from locallab.config.catalog import load_catalog
 
@@ -371,7 +378,14 @@ def main() -> None:
             server.process.terminate()
             server.process.wait(30)
     rows = summarise(runs, raw)
-    print_table(rows, args)
+    if runs:
+        print_table(rows, args)
+    proxy = None
+    if args.proxy_hop:
+        import proxy_hop
+
+        proxy = proxy_hop.measure(args, model, args.json.parent)
+        proxy_hop.print_rows(proxy)
     args.json.write_text(
         json.dumps(
             {
@@ -383,6 +397,7 @@ def main() -> None:
                 "settings": {k: str(v) for k, v in vars(args).items()},
                 "raw_decode_tok_s": raw,
                 "rows": rows,
+                "proxy_hop": proxy,
                 "runs": [{**asdict(r), "tokens_per_second": r.tokens_per_second} for r in runs],
             },
             indent=2,

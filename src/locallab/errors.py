@@ -12,7 +12,9 @@ LocalLabError
 ├── NoModelLoadedError         nothing is loaded yet (503)
 ├── ServerBusyError            every slot and queue place is taken (503)
 ├── ServerShuttingDownError    the server is stopping (503)
-└── EngineError                the engine failed while generating (500)
+├── EngineError                the engine failed while generating (500)
+└── UpstreamError              a remote engine's upstream server failed (502)
+    └── UpstreamUnavailableError  no upstream could take the request (503)
 
 Builtin exceptions (ValueError, KeyError, ...) are bugs and surface as a 500.
 """
@@ -73,4 +75,12 @@ class ServerShuttingDownError(LocalLabError):
 
 
 class EngineError(LocalLabError):
+    pass
+
+
+class UpstreamError(LocalLabError):
+    pass
+
+
+class UpstreamUnavailableError(UpstreamError):
     pass

@@ -23,8 +23,10 @@ from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketL
 from locallab.api.routes import generate, models, openai, system, web
 from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
+from locallab.config.remote import RemoteModelConfig, load_remote_models
 from locallab.config.settings import Settings
 from locallab.engines.base import Engine
+from locallab.engines.remote.pool import UpstreamObserver
 from locallab.errors import LocalLabError, ModelLoadError
 from locallab.services.downloads import DownloadManager
 from locallab.services.generation import GenerationLimits, GenerationService
@@ -36,10 +38,19 @@ from locallab.services.system import SystemInfo
 logger = logging.getLogger(__name__)
 
 
-def build_engine_loader(settings: Settings) -> EngineLoader:
+def build_engine_loader(
+    settings: Settings,
+    remote_models: dict[str, RemoteModelConfig] | None = None,
+    upstream_observer: UpstreamObserver | None = None,
+) -> EngineLoader:
     """Builds the engine a resolved model names; engines are imported lazily (heavy native libraries)."""
+    remote = load_remote_models(settings.remote_models) if remote_models is None else remote_models
 
     def load(model: ResolvedModel) -> Engine:
+        if model.engine == "remote" and model.id in remote:
+            from locallab.engines.remote import RemoteEngine
+
+            return RemoteEngine(remote[model.id], upstream_observer)
         if model.engine != "llama.cpp":
             raise ModelLoadError(
                 f"Model '{model.id}' needs the {model.engine} engine, which is not available."
@@ -104,15 +115,17 @@ def create_app(
     settings = settings or Settings()
     stats = Stats()
     metrics = Metrics()
+    remote_models = load_remote_models(settings.remote_models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = ModelRegistry(
             catalog if catalog is not None else load_catalog(extra=settings.catalog_file),
-            engine_loader or build_engine_loader(settings),
+            engine_loader or build_engine_loader(settings, remote_models, metrics.upstream),
             settings.models_dir,
             metrics,
             max_loaded=settings.max_loaded_models,
+            remote_ids=frozenset(remote_models),
             model_dirs=settings.model_dir_list(),
         )
         if settings.model:

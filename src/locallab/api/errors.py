@@ -30,6 +30,8 @@ from locallab.errors import (
     NoModelLoadedError,
     ServerBusyError,
     ServerShuttingDownError,
+    UpstreamError,
+    UpstreamUnavailableError,
 )
 from locallab.logs import request_id_var
 
@@ -46,8 +48,14 @@ STATUS_FOR: dict[type[LocalLabError], int] = {
     ServerBusyError: 503,
     ServerShuttingDownError: 503,
     EngineError: 500,
+    UpstreamError: 502,
+    UpstreamUnavailableError: 503,
 }
-RETRY_AFTER_SECONDS: dict[type[LocalLabError], int] = {NoModelLoadedError: 5, ServerBusyError: 2}
+RETRY_AFTER_SECONDS: dict[type[LocalLabError], int] = {
+    NoModelLoadedError: 5,
+    ServerBusyError: 2,
+    UpstreamUnavailableError: 5,
+}
 
 
 def status_for(exc: LocalLabError) -> int:
@@ -62,7 +70,7 @@ OPENAI_PREFIX = "/v1/"
 _OPENAI_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
     404: "invalid_request_error", 405: "invalid_request_error", 409: "invalid_request_error",
-    413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
+    413: "invalid_request_error", 429: "rate_limit_error", 502: "upstream_error", 503: "service_unavailable",
 }  # fmt: skip
 _PARAM = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 

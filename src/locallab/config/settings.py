@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from locallab.config.remote import load_remote_models
 
 
 def _default_models_dir() -> Path:
@@ -119,6 +121,18 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         10.0, ge=0, description="On SIGTERM, seconds running generations get to finish before they are ended."
     )
+
+    remote_models: Path | None = Field(
+        None,
+        description="TOML file that maps model ids to upstream OpenAI-compatible servers (vLLM, llama.cpp, "
+        "another LocalLab): the remote engine. See 'Scaling out' in the README.",
+    )
+
+    @field_validator("remote_models")
+    @classmethod
+    def _remote_models_file_is_usable(cls, path: Path | None) -> Path | None:
+        load_remote_models(path)  # a bad file stops the server at start, with the reason
+        return path
 
     def key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

@@ -37,8 +37,22 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """What to generate.
+
+    Local engines read `prompt_tokens`. An engine that takes text prompts (`takes_text_prompts`, the
+    remote engine) reads `prompt` (a plain prompt, sent as is) or `messages` (a conversation, which the
+    upstream puts in its own chat template) instead; then `prompt_tokens` is empty and the engine
+    reports the token counts its upstream gives.
+    """
+
     prompt_tokens: list[int]
     sampling: SamplingParams
+    prompt: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return self.prompt is not None or self.messages is not None
 
 
 @dataclass(frozen=True)
@@ -110,10 +124,19 @@ class EngineLoad:
     parallel: int
 
 
+def takes_text_prompts(engine: object) -> bool:
+    """Whether an engine renders chat and counts tokens itself (class attribute `takes_text_prompts =
+    True`). GenerationService then skips the local chat template, tokenizer and context check, and
+    sends the engine `GenerationRequest.prompt` or `.messages`; its `tokenize` is never called."""
+    return getattr(engine, "takes_text_prompts", False) is True
+
+
 class Engine(Protocol):
     """A loaded model that turns prompt tokens into text.
 
-    Implementations keep blocking work (inference, file I/O) off the caller's event loop.
+    Implementations keep blocking work (inference, file I/O) off the caller's event loop. An engine
+    whose server renders chat and counts tokens itself sets `takes_text_prompts = True` (see
+    `takes_text_prompts` and `GenerationRequest`); the protocol is otherwise the same.
     """
 
     engine_name: str

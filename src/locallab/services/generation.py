@@ -1,5 +1,9 @@
 """Generation: turns a prompt or a conversation into prompt tokens, checks limits, runs the engine and
-counts usage."""
+counts usage.
+
+An engine that takes text prompts (`takes_text_prompts`: the remote engine) gets the prompt as text,
+or the conversation as messages (`Conversation`), instead: its upstream applies the chat template,
+counts tokens and checks the context, and reports usage back."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from locallab.engines.base import (
     GenerationStream,
     SamplingParams,
     TokenLogprob,
+    takes_text_prompts,
 )
 from locallab.engines.json_schema import check_json_schema
 from locallab.errors import (
@@ -44,6 +49,16 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A chat kept as messages, for an engine that applies the chat template itself."""
+
+    messages: tuple[dict[str, str], ...]
+
+
+Prompt = str | Conversation  # what prepare() takes: text, or a conversation for a text-prompt engine
 
 
 @dataclass(frozen=True)
@@ -113,8 +128,9 @@ class GenerationService:
         self.shutdown = shutdown or ShutdownSignal()
         self.templates = TemplateRenderer(self.limits.template_seconds)
 
-    async def prompt_for_chat(self, model: LoadedModel, messages: Sequence[dict[str, str]]) -> str:
-        """The conversation in the model's own chat template, rendered in a child process.
+    async def prompt_for_chat(self, model: LoadedModel, messages: Sequence[dict[str, str]]) -> Prompt:
+        """The conversation in the model's own chat template, rendered in a child process; for an engine
+        that takes text prompts, the conversation itself.
 
         A template is code from the model file: one that runs too long or takes too much memory is
         given up on (400) and its process killed, so it cannot stall or starve the server.
@@ -124,6 +140,8 @@ class GenerationService:
                 f"messages: {len(messages)} messages, more than the {self.limits.max_messages} this server "
                 "accepts (LOCALLAB_MAX_MESSAGES)."
             )
+        if takes_text_prompts(model.engine):
+            return Conversation(tuple(dict(m) for m in messages))
         info = model.engine.info
         template = chat_template_of(model)
         if not template:
@@ -139,20 +157,25 @@ class GenerationService:
 
     async def prompt_for_generate(
         self, model: LoadedModel, prompt: str, *, system_prompt: str | None, raw: bool
-    ) -> str:
+    ) -> Prompt:
         """A plain prompt becomes one user turn in the chat template, unless raw or the model file has
-        none (a base model continues the text; a template its catalog entry declares is for chats)."""
-        if raw or not model.engine.info.chat_template:
+        none (a base model continues the text; a template its catalog entry declares is for chats).
+        An engine that takes text prompts gets the turn as a conversation."""
+        if raw or (not takes_text_prompts(model.engine) and not model.engine.info.chat_template):
             return prompt
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages.append({"role": "user", "content": prompt})
         return await self.prompt_for_chat(model, messages)
 
     async def prepare(
-        self, model: LoadedModel, prompt: str, sampling: SamplingParams, *, max_tokens: int | None
+        self, model: LoadedModel, prompt: Prompt, sampling: SamplingParams, *, max_tokens: int | None
     ) -> PreparedGeneration:
         if sampling.json_schema is not None:
             check_json_schema(sampling.json_schema)
+        if takes_text_prompts(model.engine):
+            return self._prepare_text(model, prompt, sampling, max_tokens)
+        if isinstance(prompt, Conversation):
+            raise TypeError("a conversation needs an engine that takes text prompts")
         tokens = await model.engine.tokenize(prompt)
         context = model.engine.context_length
         if len(tokens) >= context:
@@ -167,6 +190,21 @@ class GenerationService:
         max_time = min(sampling.max_time or limits.max_time_cap, limits.max_time_cap)
         params = replace(sampling, max_tokens=min(wanted, limits.max_tokens_cap, room), max_time=max_time)
         return PreparedGeneration(model, GenerationRequest(tokens, params), capped)
+
+    def _prepare_text(
+        self, model: LoadedModel, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None
+    ) -> PreparedGeneration:
+        """The same limits, without a local context check: the upstream knows its context."""
+        limits = self.limits
+        wanted = limits.default_max_tokens if max_tokens is None else max_tokens
+        capped = limits.max_tokens_cap if wanted > limits.max_tokens_cap else None
+        max_time = min(sampling.max_time or limits.max_time_cap, limits.max_time_cap)
+        params = replace(sampling, max_tokens=min(wanted, limits.max_tokens_cap), max_time=max_time)
+        if isinstance(prompt, Conversation):
+            request = GenerationRequest([], params, messages=prompt.messages)
+        else:
+            request = GenerationRequest([], params, prompt=prompt)
+        return PreparedGeneration(model, request, capped)
 
     def start(self, prepared: PreparedGeneration) -> GenerationStream:
         """Admits the generation now (ServerBusyError when the queue is full) and returns its chunks.
@@ -208,6 +246,8 @@ class GenerationService:
                     yield chunk
         finally:
             prompt = len(prepared.request.prompt_tokens)
+            if prepared.request.is_text and last is not None:  # the engine's upstream counted them
+                prompt = last.prompt_tokens
             generated = last.completion_tokens if last else 0
             self._stats.generation_finished(prompt, generated)
             metrics.prompt_tokens.inc(prompt)

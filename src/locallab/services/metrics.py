@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from locallab.services.upstream_metrics import UpstreamMetrics
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _TOKEN_GAP_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 _LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -53,6 +55,7 @@ class Metrics:
             "locallab_model_load_seconds", "Model load durations.", buckets=_LOAD_BUCKETS, registry=r
         )
         self.load_failures = Counter("locallab_model_load_failures", "Model loads that failed.", registry=r)
+        self.upstream = UpstreamMetrics(r)  # the remote engine's upstreams
 
     def watch(
         self, active: Callable[[], float], queued: Callable[[], float], loaded: Callable[[], float]

@@ -1,0 +1,106 @@
+"""The remote engine's hop: one LocalLab upstream called directly, and through a front LocalLab whose
+model is that upstream (the remote engine), alternating.
+
+Reports the time to first token the hop adds (the median of paired differences: each pair is one
+request straight to the upstream and one through the front, in alternating order, with prompts of the
+same length) and the tokens/s through the hop against calling the upstream directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from serve import Server, _free_port, _pct, run_level, wait_ready
+
+
+def start_pair(args: argparse.Namespace, model: Path, logs: Path) -> tuple[Server, Server]:
+    port = _free_port()
+    log = logs / "proxy-upstream.log"
+    command = [
+        sys.executable, "-m", "locallab", "start", "--port", str(port), "--model", str(model),
+        "--threads", str(args.threads), "--parallel", str(args.parallel),
+        "--context-length", str(args.context // args.parallel), "--rate-limit-per-minute", "0",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    upstream = Server("locallab", f"http://127.0.0.1:{port}", process, "/chat", "/health", log)
+    config = logs / "proxy-remote.toml"
+    config.write_text(f'[models."proxied"]\nupstreams = ["{upstream.url}"]\nupstream_model = "{model}"\n')
+    port = _free_port()
+    log = logs / "proxy-front.log"
+    command = [
+        sys.executable, "-m", "locallab", "start", "--port", str(port), "--model", "proxied",
+        "--remote-models", str(config), "--rate-limit-per-minute", "0", "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    front = Server("locallab-proxy", f"http://127.0.0.1:{port}", process, "/chat", "/health", log)
+    wait_ready(upstream)
+    wait_ready(front)
+    return upstream, front
+
+
+def measure(args: argparse.Namespace, model: Path, logs: Path) -> dict[str, Any]:
+    upstream, front = start_pair(args, model, logs)
+    pair = [upstream, front]
+    try:
+        for server in pair:  # warm-up
+            asyncio.run(run_level(server, 1, 8, offset=50))
+        # TTFT: short answers, prompts "from 1001+10i to 2001+10i": the same number of tokens each
+        added: list[float] = []
+        ttft: dict[str, list[float]] = {"locallab": [], "locallab-proxy": []}
+        for i in range(args.proxy_pairs):
+            order = pair if i % 2 == 0 else pair[::-1]
+            seen = {}
+            for j, server in enumerate(order):
+                result = asyncio.run(run_level(server, 1, 4, offset=100 + 2 * i + j))
+                seen[server.name] = result.ttft[0]
+                ttft[server.name].append(result.ttft[0])
+            added.append(seen["locallab-proxy"] - seen["locallab"])
+        levels = []
+        for level in args.levels:
+            speeds: dict[str, list[float]] = {"locallab": [], "locallab-proxy": []}
+            for round_ in range(args.rounds):
+                for server in pair if round_ % 2 == 0 else pair[::-1]:
+                    result = asyncio.run(run_level(server, level, args.max_tokens, offset=round_ * level))
+                    speeds[server.name].append(result.tokens_per_second)
+            direct = statistics.median(speeds["locallab"])
+            through = statistics.median(speeds["locallab-proxy"])
+            levels.append(
+                {
+                    "streams": level,
+                    "direct_tok_s": direct,
+                    "proxy_tok_s": through,
+                    "ratio": through / direct if direct else float("nan"),
+                }
+            )
+    finally:
+        for server in pair:
+            server.process.terminate()
+            server.process.wait(30)
+    return {
+        "pairs": args.proxy_pairs,
+        "ttft_added_ms_p50": statistics.median(added) * 1000,
+        "ttft_direct_ms_p50": _pct(ttft["locallab"], 0.5) * 1000,
+        "ttft_proxy_ms_p50": _pct(ttft["locallab-proxy"], 0.5) * 1000,
+        "levels": levels,
+    }
+
+
+def print_rows(result: dict[str, Any]) -> None:
+    print(
+        f"\nproxy hop (LocalLab -> remote engine -> LocalLab upstream), {result['pairs']} TTFT pairs: "
+        f"added TTFT p50 {result['ttft_added_ms_p50']:.1f} ms "
+        f"(direct {result['ttft_direct_ms_p50']:.1f} ms, "
+        f"through the hop {result['ttft_proxy_ms_p50']:.1f} ms)"
+    )
+    print("| streams | direct tok/s | through the hop tok/s | ratio |")
+    print("| --- | --- | --- | --- |")
+    for row in result["levels"]:
+        cells = [str(row["streams"]), f"{row['direct_tok_s']:.1f}", f"{row['proxy_tok_s']:.1f}"]
+        print("| " + " | ".join([*cells, f"{row['ratio']:.2f}x"]) + " |")
