@@ -39,6 +39,8 @@ def build_engine_loader(settings: Settings) -> EngineLoader:
     """Builds the engine a resolved model names; engines are imported lazily (heavy native libraries)."""
 
     def load(model: ResolvedModel) -> Engine:
+        if model.engine == "transformers":
+            return _load_transformers(model, settings)
         if model.engine != "llama.cpp":
             raise ModelLoadError(
                 f"Model '{model.id}' needs the {model.engine} engine, which is not available."
@@ -55,6 +57,25 @@ def build_engine_loader(settings: Settings) -> EngineLoader:
         )
 
     return load
+
+
+def _load_transformers(model: ResolvedModel, settings: Settings) -> Engine:
+    try:  # torch is imported only when a transformers model is loaded
+        from locallab.engines.transformers import load_transformers_engine
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"Model '{model.id}' needs the transformers engine, which is not installed ({exc.name} is "
+            "missing): pip install locallab[transformers]"
+        ) from exc
+    return load_transformers_engine(
+        model.path,
+        context_length=settings.context_length,
+        parallel=settings.parallel,
+        threads=settings.threads,
+        max_queue=settings.max_queue,
+        device=settings.device,
+        quantize=settings.quantize,
+    )
 
 
 async def _load_default(registry: ModelRegistry, model_id: str) -> None:

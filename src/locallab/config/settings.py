@@ -69,6 +69,15 @@ class Settings(BaseSettings):
         description="Most prompt tokens processed in one decode step (chunked prefill): smaller keeps "
         "running streams smooth while prompts are read, larger reads long prompts faster.",
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Transformers engine: where models run; auto picks CUDA (bf16) when torch sees a GPU, "
+        "else the CPU (float32).",
+    )
+    quantize: Literal["none", "8bit", "4bit"] = Field(
+        "none",
+        description="Transformers engine: load weights in 8 or 4 bits (needs CUDA and bitsandbytes).",
+    )
     default_max_length: int = Field(512, ge=1, description="New tokens generated when a request sets none.")
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")
     log_format: Literal["text", "json"] = Field(
