@@ -22,7 +22,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from locallab.engines.base import GenerationRequest, SamplingParams
 from locallab.engines.transformers import TransformersEngine, load_transformers_engine
-from locallab.errors import InvalidRequestError, ModelLoadError, ServerBusyError
+from locallab.engines.transformers.loading import load_hf_model
+from locallab.errors import EngineError, InvalidRequestError, ModelLoadError, ServerBusyError
 from tests.real_model import collect, run
 from tests.transformers_models import build_tiny_llama
 
@@ -199,3 +200,64 @@ def test_remote_code_in_a_model_folder_never_runs(tiny_folder: Path, tmp_path: P
     with pytest.raises(ModelLoadError):
         load_transformers_engine(folder, context_length=64, parallel=1, threads=1)
     assert not marker.exists()
+
+
+def test_a_prompt_the_model_cannot_read_fails_only_that_request(
+    tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from locallab.engines.transformers.batch import KVBatch
+
+    engine = load_transformers_engine(tiny_folder, context_length=64, parallel=2, threads=1)
+    real_prefill = KVBatch.prefill
+
+    def prefill(self: KVBatch, tokens: list[int]) -> Any:
+        if tokens == [7, 7, 7]:
+            raise RuntimeError("shape mismatch")
+        return real_prefill(self, tokens)
+
+    monkeypatch.setattr(KVBatch, "prefill", prefill)
+
+    async def two() -> tuple[BaseException | None, str]:
+        bad = engine.generate(GenerationRequest([7, 7, 7], SamplingParams(max_tokens=4)))
+        error: BaseException | None = None
+        try:
+            [c async for c in bad]
+        except EngineError as exc:
+            error = exc
+        return error, (await collect(engine, "Hello", max_tokens=4))[1]
+
+    try:
+        error, text = run(two(), timeout=30)
+        assert error is not None and "failed to read the prompt" in str(error)
+        assert text
+    finally:
+        run(engine.close())
+
+
+def test_an_engine_crash_reaches_every_waiting_client(
+    tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from locallab.engines.transformers.batch import KVBatch
+
+    def broken(self: KVBatch, tokens: list[int]) -> Any:
+        raise TypeError("a bug")
+
+    model = load_hf_model(tiny_folder, context_length=64, threads=1)
+    monkeypatch.setattr(KVBatch, "prefill", broken)
+    crashed = TransformersEngine(model, parallel=2, max_queue=4)
+
+    async def ask() -> list[str]:
+        streams = [
+            crashed.generate(GenerationRequest([5, 6], SamplingParams(max_tokens=4))) for _ in range(3)
+        ]
+        errors = []
+        for stream in streams:
+            with pytest.raises(EngineError, match="stopped") as info:
+                [c async for c in stream]
+            errors.append(str(info.value))
+        return errors
+
+    try:
+        assert len(run(ask(), timeout=30)) == 3
+    finally:
+        run(crashed.close())

@@ -142,6 +142,7 @@ class TransformersEngine:
 
     # --- engine thread ---------------------------------------------------------------------------
 
+    @torch.inference_mode()
     def _run(self) -> None:
         batch = KVBatch(self._model.model, self._model.device)
         waiting: list[Sequence] = []
@@ -187,23 +188,30 @@ class TransformersEngine:
             pass
 
     def _prefill(self, batch: KVBatch, active: list[Sequence], waiting: list[Sequence]) -> None:
-        """Reads the first waiting prompt and samples its first token; it joins the batch if it goes on."""
-        seq = waiting.pop(0)
+        """Reads the first waiting prompt and samples its first token; it joins the batch if it goes on.
+
+        The sequence leaves `waiting` only once it is settled, so a crash on the way still reaches it.
+        """
+        seq = waiting[0]
         model = self._model
         try:
             logits, cache = batch.prefill(seq.prompt_tokens)
         except (RuntimeError, ValueError, IndexError) as exc:  # this request cannot run; the others go on
+            waiting.pop(0)
             logger.warning("prefill failed: %s", exc)
             seq.emit(EngineError(f"The model failed to read the prompt: {exc}"))
             self._finished(seq)
             return
         seq.n_past = len(seq.prompt_tokens)
         token = seq.sampler.sample(logits)
-        if seq.accept(token, eos=token in model.eos_ids, context_length=model.context_length):
+        done = seq.accept(token, eos=token in model.eos_ids, context_length=model.context_length)
+        if not done:
+            batch.join(cache, seq.n_past)
+        waiting.pop(0)
+        if done:
             self._finished(seq)
-            return
-        batch.join(cache, seq.n_past)
-        active.append(seq)
+        else:
+            active.append(seq)
 
     def _decode(self, batch: KVBatch, active: list[Sequence]) -> None:
         """One token for every running sequence, in one forward pass."""
