@@ -150,8 +150,8 @@ def test_requests_past_slots_and_queue_are_refused(tiny_folder: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "sampling"),
     [
-        ("json_schema", {"json_schema": {"type": "object"}}),
-        ("json_output", {"json_output": True}),
+        ("response_format", {"json_schema": {"type": "object"}}),
+        ("format", {"json_output": True}),
         ("logprobs", {"logprobs": 2}),
     ],
 )

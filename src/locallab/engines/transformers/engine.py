@@ -61,16 +61,17 @@ class HFModel:
 
 
 def refuse_unsupported(request: GenerationRequest) -> None:
+    """Structured output and log-probabilities are llama.cpp features; asking for them here is a 400."""
     params = request.sampling
-    for field, asked in (
-        ("json_schema", params.json_schema is not None),
-        ("json_output", params.json_output),
-        ("logprobs", params.logprobs is not None),
-    ):
-        if asked:
-            raise InvalidRequestError(
-                f"{field}: the transformers engine does not support it; use a GGUF model (llama.cpp engine)."
-            )
+    if params.json_schema is not None or params.json_output:
+        raise InvalidRequestError(
+            "format / response_format: the transformers engine cannot constrain answers to JSON; "
+            "use a GGUF model (llama.cpp engine) for structured output."
+        )
+    if params.logprobs is not None:
+        raise InvalidRequestError(
+            "logprobs: the transformers engine does not report log-probabilities; use a GGUF model."
+        )
 
 
 class TransformersEngine:
