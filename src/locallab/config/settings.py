@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     model: str = Field(
         "smollm2-135m-instruct",
-        description="Model loaded at start: a catalog id or a path to a local .gguf file.",
+        description="Model loaded at start: a catalog id, a remote model id, a path to a .gguf file or to "
+        "a transformers model folder. Empty: start with none.",
     )
     models_dir: Path = Field(
         default_factory=_default_models_dir,
@@ -87,6 +88,15 @@ class Settings(BaseSettings):
         le=4096,
         description="Most prompt tokens processed in one decode step (chunked prefill): smaller keeps "
         "running streams smooth while prompts are read, larger reads long prompts faster.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="Transformers engine: where models run; auto picks CUDA (bf16) when torch sees a GPU, "
+        "else the CPU (float32).",
+    )
+    quantize: Literal["none", "8bit", "4bit"] = Field(
+        "none",
+        description="Transformers engine: load weights in 8 or 4 bits (needs CUDA and bitsandbytes).",
     )
     default_max_length: int = Field(512, ge=1, description="New tokens generated when a request sets none.")
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")

@@ -27,7 +27,8 @@ from locallab.engines.base import (
 )
 from locallab.engines.llamacpp.native import NativeModel, load_native_model, token_bytes, tokenize
 from locallab.engines.llamacpp.sampling import build_sampler, grammar_for, token_logprob
-from locallab.engines.llamacpp.sequence import Outbox, Sequence, Slot, make_piece_buffer
+from locallab.engines.llamacpp.sequence import Sequence, Slot, make_piece_buffer
+from locallab.engines.outbox import Outbox
 from locallab.errors import EngineError, ServerBusyError
 
 logger = logging.getLogger(__name__)

@@ -10,34 +10,8 @@ from typing import Any
 import llama_cpp
 
 from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, TokenLogprob
+from locallab.engines.outbox import Outbox
 from locallab.engines.text import StopMatcher, Utf8Stream
-
-
-class Outbox:
-    """Items for asyncio queues, handed to their event loops once per engine step.
-
-    One wake-up per loop and step instead of one per token: on a machine where llama.cpp's threads
-    use every core, each wake-up of the event loop takes time from the decode.
-    """
-
-    def __init__(self) -> None:
-        self._items: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], object]]] = {}
-
-    def put(self, loop: asyncio.AbstractEventLoop, out: asyncio.Queue[Any], item: object) -> None:
-        self._items.setdefault(loop, []).append((out, item))
-
-    def flush(self) -> None:
-        items, self._items = self._items, {}
-        for loop, batch in items.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, batch)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-
-
-def _deliver(batch: list[tuple[asyncio.Queue[Any], object]]) -> None:
-    for out, item in batch:
-        out.put_nowait(item)
 
 
 class Slot:
