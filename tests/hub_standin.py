@@ -1,14 +1,16 @@
-"""A loopback HTTP server that answers the Hugging Face Hub's file routes, for download tests.
+"""A loopback HTTP server that answers the Hugging Face Hub's routes, for download tests.
 
-`HEAD|GET /{owner}/{repo}/resolve/{revision}/{path}` with the headers huggingface_hub reads (X-Repo-Commit,
-ETag = the file's sha256 as for large files on the Hub, Content-Length), HTTP Range for resuming, and the
-Hub's X-Error-Code on 404s. Faults on request: `cut_after` bytes ends the next transfer early (the
-connection closes mid-body), and `refuse` answers 503 to every GET.
+`GET /api/models/{owner}/{repo}/revision/{revision}`: the repository's file list, as `HfApi.model_info`
+reads it. `HEAD|GET /{owner}/{repo}/resolve/{revision}/{path}`: files, with the headers huggingface_hub
+reads (X-Repo-Commit; ETag = the file's sha256, as for large files on the Hub; Content-Length), HTTP
+Range for resuming, and the Hub's X-Error-Code on 404s. Faults on request: `cut_after` bytes ends the
+next transfer early (the connection closes mid-body), and `refuse` answers 503 to every GET.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _ROUTE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+_INFO = re.compile(r"^/api/models/([^/]+/[^/]+)/revision/([^/?]+)(\?.*)?$")
 
 
 @dataclass
@@ -44,6 +47,25 @@ class HubStandIn:
     def add_file(self, repo: str, path: str, source: Path) -> HubFile:
         return self.add(repo, path, source.read_bytes())
 
+    def add_folder(self, repo: str, folder: Path) -> None:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                self.add_file(repo, file.relative_to(folder).as_posix(), file)
+
+    def _repo_info(self, repo: str) -> bytes | None:
+        files = [(path, f) for (r, path), f in self.files.items() if r == repo]
+        if not files:
+            return None
+        siblings = [
+            {
+                "rfilename": path,
+                "size": len(f.data),
+                "lfs": {"sha256": f.sha256, "size": len(f.data), "pointerSize": 134},
+            }
+            for path, f in files
+        ]
+        return json.dumps({"id": repo, "sha": COMMIT, "siblings": siblings}).encode()
+
     def start(self) -> str:
         standin = self
 
@@ -60,6 +82,19 @@ class HubStandIn:
                 self._answer(body=True)
 
             def _answer(self, body: bool) -> None:
+                info = _INFO.match(self.path)
+                if info is not None:
+                    payload = standin._repo_info(info.group(1))
+                    self.send_response(200 if payload else 404)
+                    if payload is None:
+                        self.send_header("X-Error-Code", "RepoNotFound")
+                    payload = payload or b"{}"
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if body:
+                        self.wfile.write(payload)
+                    return
                 match = _ROUTE.match(self.path)
                 found = standin.files.get((match.group(1), match.group(3))) if match else None
                 if found is None:

@@ -11,7 +11,7 @@ import pytest
 
 from locallab.config.catalog import CatalogEntry, HubSource, PackageSource
 from locallab.errors import DownloadError, InvalidRequestError, ModelLoadError, ModelNotFoundError
-from locallab.services.downloads import PARTIAL_DIR, PullTarget, fetch, parse_target
+from locallab.services.downloads import PARTIAL_DIR, FolderTarget, PullTarget, fetch, parse_target
 from tests.hub_standin import HubStandIn
 from tests.real_model import default_model_path
 
@@ -142,7 +142,8 @@ def test_an_unreachable_hub_is_a_download_error(monkeypatch: pytest.MonkeyPatch,
     [
         ("pkg-model", InvalidRequestError, "pip install"),
         ("no-such-model", ModelNotFoundError, "hf://owner/repo/file.gguf"),
-        ("hf://owner/repo", InvalidRequestError, "hf://owner/repo/file.gguf"),
+        ("hf://owner", InvalidRequestError, "hf://owner/repo/file.gguf"),
+        ("hf://owner/..", InvalidRequestError, "hf://owner/repo/file.gguf"),
         ("hf://owner/repo/../../etc/passwd.gguf", InvalidRequestError, "no '..'"),
         ("hf://owner/repo/dir/..", InvalidRequestError, "no '..'"),
         ("hf://../repo/x.gguf", InvalidRequestError, "owner and repo"),
@@ -154,6 +155,12 @@ def test_an_unreachable_hub_is_a_download_error(monkeypatch: pytest.MonkeyPatch,
 def test_pull_targets_are_validated(ref: str, error: type[Exception], words: str) -> None:
     with pytest.raises(error, match=words.replace(".", r"\.").replace("(", r"\(")):
         parse_target(ref, _catalog())
+
+
+def test_a_repository_is_a_folder_target() -> None:
+    target = parse_target("hf://owner/some-model", {})
+    assert isinstance(target, FolderTarget)
+    assert (target.repo, target.model_id) == ("owner/some-model", "owner--some-model")
 
 
 def test_hub_files_keep_their_subfolder_on_the_hub_but_land_flat() -> None:

@@ -93,8 +93,9 @@ def pull(client: Client, model_id: str, out: TextIO) -> None:
             progress.update(task, completed=event.get("completed", 0), total=event.get("total"))
             outcome = event
     checked = "verified" if outcome.get("verified") else "(no checksum to verify against)"
+    what = f"sha256 {outcome['sha256']}" if outcome.get("sha256") else "every weight file's sha256"
     console.print(
-        f"{outcome.get('model_id', model_id)}: sha256 {outcome.get('sha256')} {checked}, "
+        f"{outcome.get('model_id', model_id)}: {what} {checked}, "
         f"saved as {outcome.get('path')}. Load it with: locallab models load {outcome.get('model_id')}",
         highlight=False,
         markup=False,

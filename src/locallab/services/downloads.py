@@ -62,6 +62,23 @@ class PullTarget:
 
 
 @dataclass(frozen=True)
+class FolderTarget:
+    """A whole transformers model repository (`hf://owner/repo`), pulled as a folder."""
+
+    repo: str
+    revision: str = "main"
+    sha256: None = None
+
+    @property
+    def local_name(self) -> str:
+        return self.repo.replace("/", "--")
+
+    @property
+    def model_id(self) -> str:
+        return self.local_name
+
+
+@dataclass(frozen=True)
 class PullProgress:
     """A snapshot of one pull, as the API streams it."""
 
@@ -86,8 +103,9 @@ class PullProgress:
         return body
 
 
-def parse_target(ref: str, catalog: dict[str, CatalogEntry]) -> PullTarget:
-    """A catalog id of a Hub model, or `hf://owner/repo/path/to/file.gguf`. Raises for anything else."""
+def parse_target(ref: str, catalog: dict[str, CatalogEntry]) -> PullTarget | FolderTarget:
+    """A catalog id of a Hub model, `hf://owner/repo/path/to/file.gguf`, or `hf://owner/repo` (a
+    transformers model, pulled as a folder). Raises for anything else."""
     if ref in catalog:
         entry = catalog[ref]
         source = entry.source
@@ -102,10 +120,12 @@ def parse_target(ref: str, catalog: dict[str, CatalogEntry]) -> PullTarget:
             "on the Hub as hf://owner/repo/file.gguf."
         )
     parts = ref[len(HF_PREFIX) :].split("/")
+    if len(parts) == 2 and all(_REPO_PART.match(p) and p not in (".", "..") for p in parts):
+        return FolderTarget(f"{parts[0]}/{parts[1]}")
     if len(parts) < 3 or not all(_REPO_PART.match(p) for p in parts[:2]):
         raise InvalidRequestError(
-            "model_id: write a Hub file as hf://owner/repo/file.gguf (owner and repo: letters, digits, "
-            "'.', '-', '_')."
+            "model_id: write a Hub file as hf://owner/repo/file.gguf, or a transformers model as "
+            "hf://owner/repo (owner and repo: letters, digits, '.', '-', '_')."
         )
     file_parts = parts[2:]
     if not all(_FILE_PART.match(p) and ".." not in p for p in file_parts):
@@ -164,6 +184,109 @@ def _endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
+class _Hub:
+    """huggingface_hub's calls with its errors turned into LocalLab's (imported on first use)."""
+
+    def __init__(self) -> None:
+        import httpx2  # huggingface_hub's HTTP client
+        from huggingface_hub import errors
+
+        self.endpoint = _endpoint()
+        self.transport_errors: tuple[type[BaseException], ...] = (
+            errors.HfHubHTTPError,
+            httpx2.HTTPError,
+            OSError,
+        )
+        self._errors = errors
+
+    def call(self, where: str, repo: str, fn: Callable[[], Any]) -> Any:
+        errors = self._errors
+        try:
+            return fn()
+        except errors.GatedRepoError as exc:  # before its parent, RepositoryNotFoundError
+            raise DownloadError(
+                f"{repo} is gated on the Hub: accept its terms there and set HF_TOKEN."
+            ) from exc
+        except (
+            errors.RepositoryNotFoundError,
+            errors.RemoteEntryNotFoundError,
+            errors.RevisionNotFoundError,
+        ) as exc:
+            raise ModelNotFoundError(
+                f"{where} is not on the Hub ({self.endpoint or 'huggingface.co'})."
+            ) from exc
+        except self.transport_errors as exc:
+            raise DownloadError(f"Cannot reach the Hub for {where}: {exc}") from exc
+
+    def metadata(self, repo: str, file: str, revision: str) -> Any:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        url = hf_hub_url(repo, file, revision=revision, endpoint=self.endpoint)
+        return self.call(f"{repo}/{file}", repo, lambda: get_hf_file_metadata(url, endpoint=self.endpoint))
+
+    def transfer(
+        self,
+        where: str,
+        meta: Any,
+        partial: Path,
+        expected: str | None,
+        report: Callable[[int, int | None], None],
+        cancel: threading.Event,
+    ) -> str:
+        """Downloads (or resumes) into `partial` and checks its sha256 against `expected`; returns it."""
+        from huggingface_hub.file_download import http_get
+        from huggingface_hub.utils._headers import build_hf_headers
+
+        total = meta.size
+        done = partial.stat().st_size if partial.exists() else 0
+        if total is not None and done > total:
+            partial.unlink()
+            done = 0
+        if done:
+            logger.info("resuming %s at %d of %s bytes", where, done, total)
+        try:
+            with partial.open("ab") as f:
+                http_get(
+                    meta.location,
+                    f,
+                    resume_size=done,
+                    headers=build_hf_headers(),
+                    expected_size=total,
+                    displayed_filename=partial.name,
+                    tqdm_class=_progress_class(report, cancel),
+                )
+        except _Cancelled:
+            raise
+        except self.transport_errors as exc:
+            raise DownloadError(
+                f"The download of {where} stopped: {exc}. Pull it again to resume from "
+                f"{partial.stat().st_size if partial.exists() else 0} bytes."
+            ) from exc
+        digest = _sha256_of(partial, cancel)
+        if expected is not None and digest != expected:
+            partial.unlink()
+            raise DownloadError(
+                f"The download of {where} is corrupt: its sha256 is {digest}, expected {expected}. "
+                "It was deleted; pull it again."
+            )
+        return digest
+
+
+def _hub_sha256(meta: Any) -> str | None:
+    """The Hub's ETag of a large (LFS) file is its sha256; small files carry a git hash instead."""
+    etag = meta.etag
+    return etag if isinstance(etag, str) and _SHA256.match(etag) else None
+
+
+def _check_disk(needed: int, models_dir: Path, name: str) -> None:
+    free = shutil.disk_usage(models_dir).free
+    if free < needed:
+        raise InsufficientStorageError(
+            f"Not enough disk space for {name}: it needs {needed / 1e6:.0f} MB more, "
+            f"{free / 1e6:.0f} MB are free in {models_dir}."
+        )
+
+
 def fetch(
     target: PullTarget,
     models_dir: Path,
@@ -172,96 +295,104 @@ def fetch(
 ) -> tuple[Path, str, bool]:
     """Blocking: downloads (or resumes) `target`, verifies it and moves it into place. Returns the path,
     its sha256, and whether that matched a known checksum (the catalog's, else the Hub's)."""
-    import httpx2  # huggingface_hub's HTTP client
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-    from huggingface_hub.file_download import http_get
-    from huggingface_hub.utils._headers import build_hf_headers
-
+    hub = _Hub()
     where = f"{target.repo}/{target.file}"
-    endpoint = _endpoint()
-    try:
-        url = hf_hub_url(target.repo, target.file, revision=target.revision, endpoint=endpoint)
-        meta = get_hf_file_metadata(url, endpoint=endpoint)
-    except GatedRepoError as exc:  # before its parent, RepositoryNotFoundError
-        raise DownloadError(
-            f"{target.repo} is gated on the Hub: accept its terms there and set HF_TOKEN."
-        ) from exc
-    except (RepositoryNotFoundError, RemoteEntryNotFoundError, RevisionNotFoundError) as exc:
-        raise ModelNotFoundError(f"{where} is not on the Hub ({endpoint or 'huggingface.co'}).") from exc
-    except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
-        raise DownloadError(f"Cannot reach the Hub for {where}: {exc}") from exc
-    hub_sha = meta.etag if meta.etag and _SHA256.match(meta.etag) else None
+    meta = hub.metadata(target.repo, target.file, target.revision)
+    hub_sha = _hub_sha256(meta)
     expected = target.sha256 or hub_sha
     if target.sha256 and hub_sha and hub_sha != target.sha256:
         raise DownloadError(
             f"{where} on the Hub (sha256 {hub_sha[:12]}…) is not the file the catalog names "
             f"(sha256 {target.sha256[:12]}…); the repository has changed. Nothing was downloaded."
         )
-    total = meta.size
-    destination = models_dir / target.local_name
     staging = models_dir / PARTIAL_DIR
     staging.mkdir(parents=True, exist_ok=True)
     partial = staging / f"{target.local_name}.{(expected or meta.etag or 'unknown')[:16]}.partial"
-    done = partial.stat().st_size if partial.exists() else 0
-    if total is not None and done > total:
-        partial.unlink()
-        done = 0
-    if total is not None:
-        free = shutil.disk_usage(staging).free
-        if free < total - done:
-            raise InsufficientStorageError(
-                f"Not enough disk space for {target.local_name}: it needs {(total - done) / 1e6:.0f} MB "
-                f"more, {free / 1e6:.0f} MB are free in {models_dir}."
-            )
-    if done:
-        logger.info("resuming %s at %d of %s bytes", where, done, total)
-    reporter = _progress_class(lambda n, t: report("downloading", n, t), cancel)
-    try:
-        with partial.open("ab") as f:
-            http_get(
-                meta.location,
-                f,
-                resume_size=done,
-                headers=build_hf_headers(),
-                expected_size=total,
-                displayed_filename=target.local_name,
-                tqdm_class=reporter,
-            )
-    except _Cancelled:
-        raise
-    except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
-        raise DownloadError(
-            f"The download of {where} stopped: {exc}. Pull it again to resume from "
-            f"{partial.stat().st_size if partial.exists() else 0} bytes."
-        ) from exc
-    size = partial.stat().st_size
-    report("verifying", size, total)
-    digest = _sha256_of(partial, cancel)
-    if expected is not None and digest != expected:
-        partial.unlink()
-        raise DownloadError(
-            f"The download of {where} is corrupt: its sha256 is {digest}, expected {expected}. "
-            "It was deleted; pull it again."
+    if meta.size is not None:
+        _check_disk(
+            meta.size - (partial.stat().st_size if partial.exists() else 0), staging, target.local_name
         )
+    digest = hub.transfer(where, meta, partial, expected, lambda n, t: report("downloading", n, t), cancel)
+    report("verifying", partial.stat().st_size, meta.size)
     try:
         check_gguf_header(partial)
     except ModelLoadError:
         partial.unlink()
         raise
+    destination = models_dir / target.local_name
     os.replace(partial, destination)
     logger.info("pulled %s into %s (sha256 %s)", where, destination, digest)
     return destination, digest, expected is not None
 
 
+# What a transformers model folder needs from its repository: never pickles, never Python code.
+FOLDER_FILES = re.compile(
+    r"^(config\.json|generation_config\.json|tokenizer\.json|tokenizer_config\.json|"
+    r"special_tokens_map\.json|added_tokens\.json|chat_template\.jinja|chat_template\.json|"
+    r"vocab\.json|merges\.txt|tokenizer\.model|[A-Za-z0-9._-]+\.safetensors|"
+    r"model\.safetensors\.index\.json)$"
+)
+
+
+def fetch_folder(
+    target: FolderTarget,
+    models_dir: Path,
+    report: Callable[[PullStatus, int, int | None], None],
+    cancel: threading.Event,
+) -> tuple[Path, str, bool]:
+    """Blocking: downloads a transformers model (config, tokenizer, safetensors weights) into
+    `<models_dir>/<owner>--<repo>`, which appears only once every file is complete. Returns the folder,
+    no single sha256 (""), and whether every weight file's sha256 matched the Hub's."""
+    hub = _Hub()
+    info = hub.call(
+        target.repo,
+        target.repo,
+        lambda: _model_info(target.repo, target.revision, hub.endpoint),
+    )
+    names = sorted(s.rfilename for s in (info.siblings or []) if FOLDER_FILES.match(s.rfilename))
+    if "config.json" not in names or not any(n.endswith(".safetensors") for n in names):
+        raise InvalidRequestError(
+            f"model_id: {target.repo} has no config.json and safetensors weights at its top level; "
+            "LocalLab pulls transformers models as safetensors (GGUF files: hf://owner/repo/file.gguf)."
+        )
+    metas = {name: hub.metadata(target.repo, name, target.revision) for name in names}
+    total = sum(m.size or 0 for m in metas.values())
+    staging = models_dir / PARTIAL_DIR / f"{target.local_name}.{(info.sha or 'unknown')[:16]}"
+    staging.mkdir(parents=True, exist_ok=True)
+    _check_disk(total - sum(p.stat().st_size for p in staging.iterdir()), staging, target.local_name)
+    done_before = 0
+    verified = True
+    for name, meta in metas.items():
+        expected = _hub_sha256(meta)
+        verified = verified and (expected is not None or not name.endswith(".safetensors"))
+        partial = staging / name
+        base = done_before
+        hub.transfer(
+            f"{target.repo}/{name}",
+            meta,
+            partial,
+            expected,
+            lambda n, _t, base=base: report("downloading", base + n, total),  # type: ignore[misc]
+            cancel,
+        )
+        done_before += partial.stat().st_size
+    report("verifying", done_before, total)
+    destination = models_dir / target.local_name
+    if destination.exists():
+        shutil.rmtree(destination)  # an older pull of the same repository
+    os.replace(staging, destination)
+    logger.info("pulled %s into %s (commit %s)", target.repo, destination, info.sha)
+    return destination, "", verified
+
+
+def _model_info(repo: str, revision: str, endpoint: str | None) -> Any:
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint).model_info(repo, revision=revision, files_metadata=True)
+
+
 class _Pull:
-    def __init__(self, target: PullTarget) -> None:
+    def __init__(self, target: PullTarget | FolderTarget) -> None:
         self.target = target
         self.progress = PullProgress(target.model_id, "starting")
         self.changed = asyncio.Event()
@@ -273,6 +404,13 @@ class _Pull:
         self.changed.set()
 
 
+def size_on_disk(path: Path) -> int:
+    """Bytes in a file, or in every file under a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 class DownloadManager:
     """Runs pulls in worker threads, one per file however many callers ask, and reports their progress."""
 
@@ -280,7 +418,7 @@ class DownloadManager:
         self._models_dir = models_dir
         self._pulls: dict[str, _Pull] = {}
 
-    def start(self, target: PullTarget) -> _Pull:
+    def start(self, target: PullTarget | FolderTarget) -> _Pull:
         pull = self._pulls.get(target.local_name)
         if pull is not None and pull.task is not None and not pull.task.done():
             if pull.target != target:
@@ -302,7 +440,10 @@ class DownloadManager:
             loop.call_soon_threadsafe(pull.update, progress)
 
         try:
-            fetched = await asyncio.to_thread(fetch, target, self._models_dir, report, pull.cancel)
+            if isinstance(target, FolderTarget):
+                fetched = await asyncio.to_thread(fetch_folder, target, self._models_dir, report, pull.cancel)
+            else:
+                fetched = await asyncio.to_thread(fetch, target, self._models_dir, report, pull.cancel)
         except _Cancelled:
             pull.update(replace(pull.progress, status="error", detail="The download was cancelled."))
             return
@@ -314,7 +455,7 @@ class DownloadManager:
             pull.update(replace(pull.progress, status="error", detail=f"The download failed: {exc}"))
             return
         path, digest, verified = fetched
-        size = path.stat().st_size
+        size = size_on_disk(path)
         pull.update(
             PullProgress(
                 target.model_id, "success", size, size, path=str(path), sha256=digest, verified=verified

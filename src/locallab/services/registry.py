@@ -121,6 +121,8 @@ class ModelRegistry:
                 )
             return ResolvedModel(model_id, path, entry, entry.engine)
         looks_like_path = "/" in model_id or "\\" in model_id or model_id.lower().endswith(".gguf")
+        if not looks_like_path and self._is_pulled_folder(model_id):
+            looks_like_path = True  # a transformers model pulled into the models directory, by name
         if not looks_like_path:
             hint = (
                 ""
@@ -141,6 +143,14 @@ class ModelRegistry:
             f"'{model_id}' is not a .gguf file or a model folder (one with config.json); "
             "LocalLab loads GGUF files and transformers model folders."
         )
+
+    def _is_pulled_folder(self, name: str) -> bool:
+        if name in (".", "..") or len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME:
+            return False
+        try:
+            return (self._models_dir / name / "config.json").is_file()
+        except (OSError, ValueError):
+            return False
 
     def trust(self, model_id: str) -> None:
         """Lets the operator's own model path (from the command line or environment) live anywhere."""
@@ -347,17 +357,22 @@ class ModelRegistry:
         return expired
 
     def downloaded_files(self) -> list[Path]:
-        """GGUF files in the models directory that no catalog entry names (pulled with hf://, or copied)."""
+        """GGUF files and transformers model folders in the models directory that no catalog entry names
+        (pulled with hf://, or copied there)."""
         catalog_files = {e.source.file.rsplit("/", 1)[-1] for e in self.catalog.values()}
         try:
-            found = sorted(p for p in self._models_dir.glob("*.gguf") if p.is_file())
+            found = sorted(
+                p
+                for p in self._models_dir.iterdir()
+                if (p.suffix == ".gguf" and p.is_file()) or (p / "config.json").is_file()
+            )
         except OSError:
             return []
         return [p for p in found if p.name not in catalog_files]
 
     def deletable_file(self, model_id: str) -> tuple[str, Path]:
-        """The id and the file `DELETE /models/{id}` would remove: only ever a file inside the models
-        directory (a pulled catalog model, or a file there by name or path)."""
+        """The id and the file or model folder `DELETE /models/{id}` would remove: only ever one directly
+        inside the models directory (a pulled catalog model, or a file or folder there by name or path)."""
         if model_id in self.catalog:
             entry = self.catalog[model_id]
             path = entry.source.path_in(self._models_dir)
@@ -366,8 +381,8 @@ class ModelRegistry:
             resolved_id = model_id
         else:
             resolved = self.resolve(model_id)
-            if resolved.engine != "llama.cpp":
-                raise InvalidRequestError(f"model_id: '{model_id}' is not a model file LocalLab downloaded.")
+            if resolved.engine not in ("llama.cpp", "transformers"):
+                raise InvalidRequestError(f"model_id: '{model_id}' is not a model LocalLab downloaded.")
             resolved_id, path = resolved.id, resolved.path
         models_dir = self._models_dir.expanduser().resolve()
         if path.resolve().parent != models_dir:

@@ -4,6 +4,7 @@ what is available."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +27,7 @@ from locallab.api.sse import sse_response
 from locallab.api.state import get_services
 from locallab.config.catalog import HubSource
 from locallab.errors import DownloadError, ModelNotFoundError, NoModelLoadedError
-from locallab.services.downloads import PullProgress, parse_target
+from locallab.services.downloads import PullProgress, parse_target, size_on_disk
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -128,13 +129,15 @@ async def available_models(request: Request) -> AvailableModelsResponse:
         model_id = registry.canonical_id(path.name)
         if registry.is_loaded(model_id):
             continue  # listed below, with what the engine knows of it
+        folder = path.is_dir()
         models.append(
             AvailableModel(
                 id=path.name,
-                name=path.stem,
-                description="GGUF file in the models directory.",
-                engine="llama.cpp",
-                size_bytes=path.stat().st_size,
+                name=path.name if folder else path.stem,
+                description=("Transformers model folder" if folder else "GGUF file")
+                + " in the models directory.",
+                engine="transformers" if folder else "llama.cpp",
+                size_bytes=size_on_disk(path),
                 installed=True,
                 is_loaded=False,
             )
@@ -213,7 +216,7 @@ async def model_details(model_id: str, request: Request) -> ModelDetails:
         status, error = registry.load_state(resolved.id)
         loaded = next((m for m in registry.models if m.id == resolved.id), None)
         info = loaded.engine.info if loaded else None
-        size = resolved.path.stat().st_size if resolved.path.is_file() else None
+        size = size_on_disk(resolved.path) if resolved.path.exists() and resolved.engine != "remote" else None
         return ModelDetails(
             id=resolved.id,
             name=info.name if info else resolved.path.name,
@@ -271,6 +274,9 @@ async def delete_model(model_id: str, request: Request) -> DeleteModelResponse:
     resolved_id, path = registry.deletable_file(model_id)
     if registry.is_loaded(resolved_id):
         await registry.unload(resolved_id)
-    size = path.stat().st_size
-    await asyncio.to_thread(path.unlink)
+    size = size_on_disk(path)
+    if path.is_dir():
+        await asyncio.to_thread(shutil.rmtree, path)
+    else:
+        await asyncio.to_thread(path.unlink)
     return DeleteModelResponse(model_id=resolved_id, path=str(path), freed_bytes=size)

@@ -87,7 +87,7 @@ class PullModelResponse(BaseModel):
     completed: int = Field(..., description="Bytes downloaded.")
     total: int | None = Field(..., description="Bytes in the file.")
     path: str
-    sha256: str
+    sha256: str = Field(..., description="The file's sha256; empty for a model folder (several files).")
     verified: bool = Field(..., description="The sha256 matched the catalog's (or the Hub's) checksum.")
 
 
