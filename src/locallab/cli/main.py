@@ -99,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (
         ("info", "Everything known about a model: catalog entry, file, load state"),
         ("load", "Load a model (catalog id, .gguf file or model folder)"),
-        ("pull", "Download a model from the Hugging Face Hub (catalog id or hf://owner/repo/file.gguf)"),
+        (
+            "pull",
+            "Download from the Hugging Face Hub: a catalog id, hf://owner/repo/file.gguf or hf://owner/repo",
+        ),
         ("rm", "Delete a downloaded model file from the models directory"),
     ):
         parser_for = actions.add_parser(action, help=text)
