@@ -31,9 +31,9 @@ class Subject:
         assert template is not None
         return render_chat(template, [{"role": "user", "content": text}])
 
-    def needs_a_model(self) -> None:
-        if self.scripted:
-            pytest.skip("the fake engine's tokens are scripted: there is no model to sample from")
+
+# Tests of what a model decides (sampling, end of turn): the fake engine's tokens are scripted.
+MODELS_ONLY = pytest.mark.parametrize("subject", ["llama.cpp", "transformers"], indirect=True)
 
 
 def _fake(parallel: int, max_queue: int) -> Engine:
@@ -106,8 +106,8 @@ def test_stop_sequence_cuts_the_text_before_it(subject: Subject) -> None:
     assert stop not in "".join(c.text for c in chunks)
 
 
+@MODELS_ONLY
 def test_end_of_turn_token_ends_with_stop_and_is_not_shown(subject: Subject) -> None:
-    subject.needs_a_model()
     chunks, text = run(collect(subject.engine, subject.chat("Say OK."), max_tokens=200))
     assert chunks[-1].finish_reason == "stop"
     assert chunks[-1].completion_tokens < 200
@@ -124,8 +124,8 @@ def test_streamed_text_is_whole_utf8(subject: Subject) -> None:
     assert all("\ufffd" not in c.text for c in chunks)
 
 
+@MODELS_ONLY
 def test_seeded_sampling_repeats_and_another_seed_differs(subject: Subject) -> None:
-    subject.needs_a_model()
     prompt = subject.chat("Write a short poem about the sea.")
     options = {"do_sample": True, "temperature": 1.2, "top_p": 1.0, "top_k": 0, "max_tokens": 24}
     a = run(collect(subject.engine, prompt, seed=7, **options))[1]
@@ -140,8 +140,8 @@ def test_top_k_one_samples_the_greedy_answer(subject: Subject) -> None:
     assert sampled[1] == greedy
 
 
+@MODELS_ONLY
 def test_repetition_penalty_changes_a_repetitive_answer(subject: Subject) -> None:
-    subject.needs_a_model()
     prompt = subject.chat("Count from 1 to 10, one number per line.")
     plain = run(collect(subject.engine, prompt, max_tokens=24))[1]
     penalised = run(collect(subject.engine, prompt, max_tokens=24, repetition_penalty=1.8))[1]
@@ -208,8 +208,8 @@ def test_requests_past_slots_and_queue_are_refused(subject: Subject) -> None:
         run(small.close())
 
 
+@MODELS_ONLY
 def test_a_closed_engine_refuses_new_requests(subject: Subject) -> None:
-    subject.needs_a_model()
     engine = subject.make(1, 1)
     tokens = run(engine.tokenize("Hello"))
     run(engine.close())
