@@ -269,3 +269,20 @@ def test_the_upstream_key_comes_from_the_configuration(serve_app: LiveServerFact
     assert good.post("/generate", json={"prompt": "hi"}).status_code == 200
     r = bad.post("/generate", json={"prompt": "hi"})
     assert r.status_code == 503 and "HTTP 401" in r.json()["detail"]
+
+
+def test_configured_remote_models_are_listed_before_they_load(
+    serve_app: LiveServerFactory, tmp_path: Path, catalog: dict[str, CatalogEntry]
+) -> None:
+    config = write_config(tmp_path / "remote.toml", [serve_app(FakeEngine())])
+    settings = Settings(model="", rate_limit_per_minute=0, remote_models=config)
+    with TestClient(create_app(settings, catalog=catalog), base_url="http://localhost") as client:
+        listed = {m["id"]: m for m in client.get("/models/available").json()["models"]}
+        assert listed["team-model"]["engine"] == "remote" and listed["team-model"]["installed"] is True
+        assert listed["team-model"]["is_loaded"] is False
+        assert "team-model" in [m["id"] for m in client.get("/v1/models").json()["data"]]
+        chat = {"messages": [{"role": "user", "content": "Hi"}], "model_id": "team-model"}
+        assert client.post("/chat", json=chat).status_code == 200  # loads on demand
+        listed = {m["id"]: m for m in client.get("/models/available").json()["models"]}
+        assert listed["team-model"]["is_loaded"] is True
+        assert [m["id"] for m in client.get("/models/available").json()["models"]].count("team-model") == 1

@@ -91,6 +91,11 @@ class ModelRegistry:
         self.last_error: str | None = None
 
     @property
+    def remote_ids(self) -> frozenset[str]:
+        """Ids the remote engine serves, from the server's configuration."""
+        return self._remote_ids
+
+    @property
     def models_dir(self) -> Path:
         return self._models_dir
 

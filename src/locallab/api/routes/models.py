@@ -105,6 +105,9 @@ async def current_model(request: Request) -> CurrentModelResponse:
     )
 
 
+_REMOTE = "Served by upstream servers (LOCALLAB_REMOTE_MODELS)."
+
+
 @router.get(
     "/available",
     response_model=AvailableModelsResponse,
@@ -142,17 +145,34 @@ async def available_models(request: Request) -> AvailableModelsResponse:
                 is_loaded=False,
             )
         )
+    for model_id in sorted(registry.remote_ids):
+        if not registry.is_loaded(model_id):  # loaded ones are listed below
+            models.append(
+                AvailableModel(
+                    id=model_id,
+                    name=model_id,
+                    description=_REMOTE,
+                    engine="remote",
+                    size_bytes=None,
+                    installed=True,
+                    is_loaded=False,
+                )
+            )
     current = registry.current
     for loaded in registry.models:
-        if loaded.entry is None:  # loaded from a path: not in the catalog
+        if loaded.entry is None:  # loaded from a path or served remotely: not in the catalog
             info = loaded.engine.info
+            engine = loaded.engine.engine_name
             models.append(
                 AvailableModel(
                     id=loaded.id,
                     name=info.name,
-                    description=f"Local GGUF file ({info.architecture}, {info.quantization}).",
-                    engine=loaded.engine.engine_name,
-                    size_bytes=info.size_bytes,
+                    description=_REMOTE
+                    if engine == "remote"
+                    else f"Local {'GGUF file' if engine == 'llama.cpp' else 'model folder'} "
+                    f"({info.architecture}, {info.quantization}).",
+                    engine=engine,
+                    size_bytes=None if engine == "remote" else info.size_bytes,
                     installed=True,
                     is_loaded=True,
                 )

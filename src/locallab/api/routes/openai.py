@@ -232,6 +232,7 @@ async def list_models(request: Request) -> dict[str, Any]:
         if entry.source.path_in(registry.models_dir) is not None
     ]
     ids += [m.id for m in registry.models if m.id not in ids]
+    ids += [i for i in sorted(registry.remote_ids) if i not in ids]
     created = {m.id: int(m.loaded_at.timestamp()) for m in registry.models}
     return {"object": "list", "data": [_model_object(i, created.get(i, 0)) for i in ids]}
 
