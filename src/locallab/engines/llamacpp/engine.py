@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 
 from locallab.engines.base import (
-    EngineLoad,
     GenerationChunk,
     GenerationRequest,
     GenerationStream,
@@ -28,75 +24,34 @@ from locallab.engines.base import (
 from locallab.engines.llamacpp.native import NativeModel, load_native_model, token_bytes, tokenize
 from locallab.engines.llamacpp.sampling import build_sampler, grammar_for, token_logprob
 from locallab.engines.llamacpp.sequence import Sequence, Slot, make_piece_buffer
-from locallab.engines.outbox import Outbox
-from locallab.errors import EngineError, ServerBusyError
+from locallab.engines.threaded import ThreadedEngine
+from locallab.errors import EngineError
 
 logger = logging.getLogger(__name__)
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(ThreadedEngine[Sequence]):
     engine_name = "llama.cpp"
 
     def __init__(self, native: NativeModel, *, parallel: int, batch_size: int, max_queue: int) -> None:
+        super().__init__(parallel=parallel, max_queue=max_queue)
         self._native = native
         self.info: ModelInfo = native.info
-        self._parallel = parallel
         self._batch_size = batch_size
-        self._max_queue = max_queue
-        self._incoming: queue.Queue[Sequence | None] = queue.Queue()
-        self._admission = threading.Lock()
-        self._in_flight = 0  # admitted and not yet released: generating or waiting for a slot
-        self._active = 0  # holding a slot (written by the engine thread only)
-        self._closing = False
-        self._outbox = Outbox()  # written by the engine thread only
-        self._thread = threading.Thread(target=self._run, name=f"llama.cpp:{native.info.name}", daemon=True)
-        self._thread.start()
+        self._start_thread(f"llama.cpp:{native.info.name}")
 
     @property
     def context_length(self) -> int:
         return self._native.n_ctx_seq
-
-    @property
-    def load(self) -> EngineLoad:
-        active = self._active
-        return EngineLoad(active=active, queued=max(0, self._in_flight - active), parallel=self._parallel)
 
     async def tokenize(self, text: str) -> list[int]:
         return await asyncio.to_thread(tokenize, self._native.vocab, text, add_special=True)
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
         grammar = grammar_for(request.sampling)  # a schema it cannot enforce fails here, before admission
-        with self._admission:
-            if self._closing:
-                raise EngineError("The model was unloaded while the request was waiting; send it again.")
-            if self._in_flight >= self._parallel + self._max_queue:
-                raise ServerBusyError(
-                    f"The server is busy: {self._parallel} requests are generating and {self._max_queue} "
-                    "are waiting. Retry shortly."
-                )
-            self._in_flight += 1
+        self._count_in()
         out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
-        seq = Sequence(request, asyncio.get_running_loop(), out, self._outbox, grammar)
-        self._incoming.put(seq)
-        return GenerationStream(self._stream(seq), seq.cancel)
-
-    async def _stream(self, seq: Sequence) -> AsyncGenerator[GenerationChunk, None]:
-        try:
-            while True:
-                item = await seq.out.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            seq.cancel()  # frees the slot at the next step when the consumer went away early
-
-    async def close(self) -> None:
-        with self._admission:
-            self._closing = True
-        self._incoming.put(None)
-        await asyncio.to_thread(self._thread.join)
+        return self._submit(Sequence(request, asyncio.get_running_loop(), out, self._outbox, grammar))
 
     # --- engine thread ---------------------------------------------------------------------------
 
@@ -171,16 +126,6 @@ class LlamaCppEngine:
                 seq.free_sampler()
             native.free()
 
-    def _drain_incoming(self, waiting: list[Sequence], *, block: bool) -> None:
-        try:
-            item = self._incoming.get(block=block)
-            while True:
-                if item is not None:
-                    waiting.append(item)
-                item = self._incoming.get_nowait()
-        except queue.Empty:
-            pass
-
     def _admit(self, seq: Sequence, slots: list[Slot], memory: Any) -> None:
         """Gives `seq` the free slot whose cached tokens share the longest prefix with its prompt.
 
@@ -252,10 +197,6 @@ class LlamaCppEngine:
         seq.slot.release()
         seq.free_sampler()
         self._finished(seq)
-
-    def _finished(self, seq: Sequence) -> None:
-        with self._admission:
-            self._in_flight -= 1
 
 
 def load_llamacpp_engine(

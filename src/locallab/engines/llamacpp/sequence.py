@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import time
 from typing import Any
 
 import llama_cpp
 
 from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, TokenLogprob
 from locallab.engines.outbox import Outbox
-from locallab.engines.text import StopMatcher, Utf8Stream
+from locallab.engines.text import Utf8Stream
+from locallab.engines.threaded import ThreadedSequence
 
 
 class Slot:
@@ -46,8 +46,8 @@ class Slot:
         self.seq = None
 
 
-class Sequence:
-    """State of one request inside the engine thread. Only `cancelled` is touched from other threads."""
+class Sequence(ThreadedSequence):
+    """One request on the llama.cpp engine: its KV-cache slot, sampler chain, grammar and logprobs."""
 
     def __init__(
         self,
@@ -57,37 +57,18 @@ class Sequence:
         outbox: Outbox,
         grammar: str | None = None,
     ) -> None:
-        self.request = request
+        super().__init__(request, loop, out, outbox)
         self.grammar = grammar
-        self.loop = loop
-        self.out = out
-        self._outbox = outbox
-        self.cancelled = False
         self.slot: Slot = _NO_SLOT
         self.cached_tokens = 0
         self.sampler: Any = None
         self.prompt_pos = 0  # prompt tokens already decoded into the KV cache
-        self.n_past = 0  # positions filled in this sequence's KV cache
-        self.next_token = -1  # sampled, not yet decoded
-        self.completion_tokens = 0
-        self.started = time.monotonic()
         self._utf8 = Utf8Stream()
-        self._stops = StopMatcher(request.sampling.stop)
         self._logprobs: list[TokenLogprob] = []  # of tokens whose text has not been emitted yet
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    @property
-    def prompt_tokens(self) -> list[int]:
-        return self.request.prompt_tokens
 
     @property
     def prefilling(self) -> bool:
         return self.prompt_pos < len(self.request.prompt_tokens)
-
-    def emit(self, item: GenerationChunk | BaseException) -> None:
-        self._outbox.put(self.loop, self.out, item)
 
     def _chunk(self, text: str, finish: FinishReason | None = None) -> GenerationChunk:
         logprobs, self._logprobs = tuple(self._logprobs), []
@@ -95,30 +76,18 @@ class Sequence:
             text, len(self.prompt_tokens), self.completion_tokens, finish, self.cached_tokens, logprobs
         )
 
+    def _flush_text(self) -> str:
+        return self._utf8.flush()
+
     def accept(self, piece: bytes, *, eog: bool, n_ctx_seq: int, logprob: TokenLogprob | None = None) -> bool:
         """Takes one sampled token's bytes; emits text; returns True when the sequence is finished."""
-        params = self.request.sampling
         if eog:
-            self.emit(self._chunk(self._stops.flush() + self._utf8.flush(), "stop"))
-            return True
+            return self._end_of_turn()
         self.completion_tokens += 1
         if logprob is not None:
             self._logprobs.append(logprob)
         text, stopped = self._stops.feed(self._utf8.feed(piece))
-        if stopped:
-            self.emit(self._chunk(text, "stop"))
-            return True
-        finish: FinishReason | None = None
-        if self.completion_tokens >= params.max_tokens or self.n_past >= n_ctx_seq:
-            finish = "length"
-        elif params.max_time is not None and time.monotonic() - self.started >= params.max_time:
-            finish = "time"
-        if finish is not None:
-            self.emit(self._chunk(text + self._stops.flush() + self._utf8.flush(), finish))
-            return True
-        if text:
-            self.emit(self._chunk(text))
-        return False
+        return self._settle(text, stopped, context_full=self.n_past >= n_ctx_seq)
 
     def free_sampler(self) -> None:
         if self.sampler is not None:

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import torch
 
-from locallab.engines.base import EngineLoad, GenerationChunk, GenerationRequest, GenerationStream, ModelInfo
-from locallab.engines.outbox import Outbox
+from locallab.engines.base import GenerationChunk, GenerationRequest, GenerationStream, ModelInfo
+from locallab.engines.threaded import ThreadedEngine
 from locallab.engines.transformers.batch import KVBatch
 from locallab.engines.transformers.sequence import Sequence
-from locallab.errors import EngineError, InvalidRequestError, ServerBusyError
+from locallab.errors import EngineError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -74,72 +72,32 @@ def refuse_unsupported(request: GenerationRequest) -> None:
         )
 
 
-class TransformersEngine:
+class TransformersEngine(ThreadedEngine[Sequence]):
     engine_name = "transformers"
 
     def __init__(self, model: HFModel, *, parallel: int, max_queue: int) -> None:
+        super().__init__(parallel=parallel, max_queue=max_queue)
         self._model = model
         self.info: ModelInfo = model.info
-        self._parallel = parallel
         # Models whose cache holds more than plain keys and values run one sequence at a time.
         self._slots = parallel if model.stackable else 1
-        self._max_queue = max_queue
-        self._incoming: queue.Queue[Sequence | None] = queue.Queue()
-        self._admission = threading.Lock()
-        self._in_flight = 0  # admitted and not yet released: generating or waiting
-        self._active = 0  # in the batch (written by the engine thread only)
-        self._closing = False
-        self._outbox = Outbox()
-        self._thread = threading.Thread(target=self._run, name=f"transformers:{model.info.name}", daemon=True)
-        self._thread.start()
+        self._start_thread(f"transformers:{model.info.name}")
 
     @property
     def context_length(self) -> int:
         return self._model.context_length
-
-    @property
-    def load(self) -> EngineLoad:
-        active = self._active
-        return EngineLoad(active=active, queued=max(0, self._in_flight - active), parallel=self._parallel)
 
     async def tokenize(self, text: str) -> list[int]:
         return await asyncio.to_thread(self._model.encode, text)
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
         refuse_unsupported(request)
-        with self._admission:
-            if self._closing:
-                raise EngineError("The model was unloaded while the request was waiting; send it again.")
-            if self._in_flight >= self._parallel + self._max_queue:
-                raise ServerBusyError(
-                    f"The server is busy: {self._parallel} requests are generating and {self._max_queue} "
-                    "are waiting. Retry shortly."
-                )
-            self._in_flight += 1
+        self._count_in()
         out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
         seq = Sequence(
             request, asyncio.get_running_loop(), out, self._outbox, self._model.decode, self._model.device
         )
-        self._incoming.put(seq)
-        return GenerationStream(self._stream(seq), seq.cancel)
-
-    async def _stream(self, seq: Sequence) -> AsyncGenerator[GenerationChunk, None]:
-        try:
-            while True:
-                item = await seq.out.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            seq.cancel()  # leaves the batch at the next step when the consumer went away early
-
-    async def close(self) -> None:
-        with self._admission:
-            self._closing = True
-        self._incoming.put(None)
-        await asyncio.to_thread(self._thread.join)
+        return self._submit(seq)
 
     # --- engine thread ---------------------------------------------------------------------------
 
@@ -177,16 +135,6 @@ class TransformersEngine:
             batch.keep([])
             if self._model.device.type == "cuda":
                 torch.cuda.empty_cache()
-
-    def _drain_incoming(self, waiting: list[Sequence], *, block: bool) -> None:
-        try:
-            item = self._incoming.get(block=block)
-            while True:
-                if item is not None:
-                    waiting.append(item)
-                item = self._incoming.get_nowait()
-        except queue.Empty:
-            pass
 
     def _prefill(self, batch: KVBatch, active: list[Sequence], waiting: list[Sequence]) -> None:
         """Reads the first waiting prompt and samples its first token; it joins the batch if it goes on.
@@ -233,7 +181,3 @@ class TransformersEngine:
         for seq in leaving:
             active.remove(seq)
             self._finished(seq)
-
-    def _finished(self, seq: Sequence) -> None:
-        with self._admission:
-            self._in_flight -= 1
