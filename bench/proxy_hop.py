@@ -11,35 +11,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from serve import Server, _free_port, _pct, run_level, wait_ready
+from serve import Server, _pct, run_level, start_locallab, wait_ready
 
 
 def start_pair(args: argparse.Namespace, model: Path, logs: Path) -> tuple[Server, Server]:
-    port = _free_port()
-    log = logs / "proxy-upstream.log"
-    command = [
-        sys.executable, "-m", "locallab", "start", "--port", str(port), "--model", str(model),
-        "--threads", str(args.threads), "--parallel", str(args.parallel),
-        "--context-length", str(args.context // args.parallel), "--rate-limit-per-minute", "0",
-        "--log-level", "warning",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    upstream = Server("locallab", f"http://127.0.0.1:{port}", process, "/chat", "/health", log)
+    upstream = start_locallab("locallab", logs / "proxy-upstream.log", model=str(model), args=args)
     config = logs / "proxy-remote.toml"
     config.write_text(f'[models."proxied"]\nupstreams = ["{upstream.url}"]\nupstream_model = "{model}"\n')
-    port = _free_port()
-    log = logs / "proxy-front.log"
-    command = [
-        sys.executable, "-m", "locallab", "start", "--port", str(port), "--model", "proxied",
-        "--remote-models", str(config), "--rate-limit-per-minute", "0", "--log-level", "warning",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    front = Server("locallab-proxy", f"http://127.0.0.1:{port}", process, "/chat", "/health", log)
+    front = start_locallab(
+        "locallab-proxy",
+        logs / "proxy-front.log",
+        model="proxied",
+        args=None,
+        extra=["--remote-models", str(config)],
+    )
     wait_ready(upstream)
     wait_ready(front)
     return upstream, front

@@ -112,16 +112,7 @@ def ensure_peer_venv() -> Path:
 def start_servers(args: argparse.Namespace, model: Path, logs: Path) -> list[Server]:
     servers = []
     if not args.skip_locallab:
-        port = _free_port()
-        log = logs / "locallab.log"
-        command = [
-            sys.executable, "-m", "locallab", "start", "--port", str(port), "--model", str(model),
-            "--threads", str(args.threads), "--parallel", str(args.parallel),
-            "--context-length", str(args.context // args.parallel), "--rate-limit-per-minute", "0",
-            "--log-level", "warning",
-        ]  # fmt: skip
-        process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-        servers.append(Server("locallab", f"http://127.0.0.1:{port}", process, "/chat", "/health", log))
+        servers.append(start_locallab("locallab", logs / "locallab.log", model=str(model), args=args))
     if args.transformers:
         servers.append(start_transformers(args, model, logs))
     if not args.skip_peer:
@@ -158,16 +149,24 @@ def start_transformers(args: argparse.Namespace, model: Path, logs: Path) -> Ser
     if not (folder / "model.safetensors").exists():
         print(f"converting {model.name} to {folder} (about 25 s)", flush=True)
         convert_gguf(model, folder)
+    return start_locallab("transformers", logs / "locallab-transformers.log", model=str(folder), args=args)
+
+
+def start_locallab(
+    name: str, log: Path, *, model: str, args: argparse.Namespace | None, extra: list[str] | None = None
+) -> Server:
+    """A LocalLab server on a free port, limiter off. With `args`: the run's threads, slots and KV cache
+    (the same total context as the peer's); without: the server's defaults."""
     port = _free_port()
-    log = logs / "locallab-transformers.log"
-    command = [
-        sys.executable, "-m", "locallab", "start", "--port", str(port), "--model", str(folder),
-        "--threads", str(args.threads), "--parallel", str(args.parallel),
-        "--context-length", str(args.context // args.parallel), "--rate-limit-per-minute", "0",
-        "--log-level", "warning",
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "locallab", "start", "--port", str(port), "--model", model]
+    if args is not None:
+        command += [
+            "--threads", str(args.threads), "--parallel", str(args.parallel),
+            "--context-length", str(args.context // args.parallel),
+        ]  # fmt: skip
+    command += ["--rate-limit-per-minute", "0", "--log-level", "warning", *(extra or [])]
     process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    return Server("transformers", f"http://127.0.0.1:{port}", process, "/chat", "/health", log)
+    return Server(name, f"http://127.0.0.1:{port}", process, "/chat", "/health", log)
 
 
 def wait_ready(server: Server, timeout: float = 120) -> None:
