@@ -43,10 +43,10 @@ router = APIRouter(prefix="/models", tags=["models"])
 )
 async def load_model(body: LoadModelRequest, request: Request, response: Response) -> LoadModelResponse:
     registry = get_services(request).registry
+    model_id = registry.resolve(body.model_id).id  # 4xx for a bad id before anything starts
     if body.keep_alive is not None:
-        registry.set_keep_alive(registry.resolve(body.model_id).id, body.keep_alive)
+        registry.set_keep_alive(model_id, body.keep_alive)
     if not body.wait:
-        model_id = registry.resolve(body.model_id).id
         registry.start_load(model_id)
         response.status_code = 202
         return LoadModelResponse(
