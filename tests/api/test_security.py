@@ -38,7 +38,7 @@ def _routes(client: Any) -> list[tuple[str, str]]:
 
 # Open without a key, and not rate limited: liveness, and the chat page's static files (the page asks
 # for the key itself).
-OPEN = {"/health", "/", "/ui/app.js"}
+OPEN = {"/health", "/health/ready", "/", "/ui/app.js"}
 
 
 def test_every_route_but_health_needs_the_key(make_client: AppFactory) -> None:

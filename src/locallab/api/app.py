@@ -27,10 +27,11 @@ from locallab.config.remote import RemoteModelConfig, load_remote_models
 from locallab.config.settings import Settings
 from locallab.engines.base import Engine
 from locallab.engines.remote.pool import UpstreamObserver
-from locallab.errors import LocalLabError, ModelLoadError
+from locallab.errors import ModelLoadError
 from locallab.services.downloads import DownloadManager
 from locallab.services.generation import GenerationLimits, GenerationService
 from locallab.services.metrics import Metrics
+from locallab.services.readiness import ReadinessCheck
 from locallab.services.registry import EngineLoader, ModelRegistry, ResolvedModel
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo
@@ -92,14 +93,6 @@ def _load_transformers(model: ResolvedModel, settings: Settings) -> Engine:
     )
 
 
-async def _load_default(registry: ModelRegistry, model_id: str) -> None:
-    try:
-        await registry.load(model_id)
-    except LocalLabError as exc:
-        registry.last_error = exc.detail
-        logger.error("could not load the default model %s: %s", model_id, exc.detail)
-
-
 async def _unload_idle_models(registry: ModelRegistry, keep_alive: float) -> None:
     while True:
         await asyncio.sleep(max(0.05, min(30.0, keep_alive / 4)))
@@ -151,24 +144,27 @@ def create_app(
         )
         if settings.model:
             registry.trust(settings.model)
+        generation = GenerationService(
+            registry,
+            stats,
+            GenerationLimits(
+                default_max_tokens=settings.default_max_length,
+                max_tokens_cap=settings.max_length_cap,
+                max_time_cap=settings.max_time_cap,
+                max_messages=settings.max_messages,
+            ),
+            metrics=metrics,
+        )
+        readiness = ReadinessCheck(registry, generation.shutdown, settings.model)
         app.state.services = Services(
             settings=settings,
             registry=registry,
-            generation=GenerationService(
-                registry,
-                stats,
-                GenerationLimits(
-                    default_max_tokens=settings.default_max_length,
-                    max_tokens_cap=settings.max_length_cap,
-                    max_time_cap=settings.max_time_cap,
-                    max_messages=settings.max_messages,
-                ),
-                metrics=metrics,
-            ),
+            generation=generation,
             stats=stats,
             system=SystemInfo(registry, stats),
             metrics=metrics,
             downloads=DownloadManager(settings.models_dir),
+            readiness=readiness,
         )
         metrics.watch(
             active=lambda: sum(m.engine.load.active for m in registry.models),
@@ -179,8 +175,10 @@ def create_app(
             asyncio.create_task(_unload_idle_models(registry, settings.keep_alive)),
             asyncio.create_task(app.state.services.generation.templates.warm()),
         ]
-        if settings.model:
-            tasks.append(asyncio.create_task(_load_default(registry, settings.model)))
+        # A default model that cannot load leaves the server up and not ready (GET /health/ready says why).
+        startup = readiness.start()
+        if startup is not None:
+            tasks.append(startup)
         try:
             yield
         finally:

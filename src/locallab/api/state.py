@@ -10,6 +10,7 @@ from locallab.config.settings import Settings
 from locallab.services.downloads import DownloadManager
 from locallab.services.generation import GenerationService
 from locallab.services.metrics import Metrics
+from locallab.services.readiness import ReadinessCheck
 from locallab.services.registry import ModelRegistry
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo
@@ -24,6 +25,7 @@ class Services:
     system: SystemInfo
     metrics: Metrics
     downloads: DownloadManager
+    readiness: ReadinessCheck
 
 
 def get_services(request: Request) -> Services:

@@ -1,5 +1,6 @@
-"""The `locallab` command: `start` serves the API; `chat`, `generate`, `models` and `status` use a
-running server through the Python client (`--url`, default $LOCALLAB_URL or http://127.0.0.1:8000)."""
+"""The `locallab` command: `start` serves the API and `doctor` checks the machine for it; `chat`,
+`generate`, `models` and `status` use a running server through the Python client (`--url`, default
+$LOCALLAB_URL or http://127.0.0.1:8000)."""
 
 from __future__ import annotations
 
@@ -74,10 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Serve the API (default: the embedded model on 127.0.0.1:8000).",
         description="Serve the LocalLab API. Flags override LOCALLAB_* environment variables.",
     )
-    _add_settings_flags(start)
-    start.add_argument(
-        "--api-key", dest="extra_keys", action="append", default=[], help="An API key (repeat for more)"
+    doctor = commands.add_parser(
+        "doctor",
+        help="Check this machine and the settings `start` would use; exit 1 on any failure.",
+        description="Checks Python and packages, the llama.cpp build against this CPU, memory, the models "
+        "directory and default model, the port, HTTPS files, keys and bind address, and the GPU. Takes "
+        "the same flags and LOCALLAB_* variables as `start`.",
     )
+    for server in (start, doctor):
+        _add_settings_flags(server)
+        server.add_argument(
+            "--api-key", dest="extra_keys", action="append", default=[], help="An API key (repeat for more)"
+        )
 
     chat = commands.add_parser("chat", help="Chat in the terminal with a running server.")
     _add_client_flags(chat)
@@ -158,15 +167,22 @@ def _run_client_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "start":
+    if args.command not in ("start", "doctor"):
         return _run_client_command(args)
     try:
         settings = _settings_from(args)
     except ValidationError as exc:
         for error in exc.errors():
             field = ".".join(str(p) for p in error["loc"])
-            print(f"locallab: invalid setting {field}: {error['msg']}", file=sys.stderr)
-        return 2
+            if args.command == "doctor":
+                print(f"fail  settings   {field}: {error['msg']}", flush=True)
+            else:
+                print(f"locallab: invalid setting {field}: {error['msg']}", file=sys.stderr)
+        return 1 if args.command == "doctor" else 2
+    if args.command == "doctor":
+        from locallab.cli.doctor import report, run_checks
+
+        return report(run_checks(settings), sys.stdout)
     from locallab.cli.server import start
 
     return start(settings)

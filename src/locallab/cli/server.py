@@ -12,6 +12,7 @@ from locallab import __version__
 from locallab.api.app import create_app
 from locallab.config.catalog import load_catalog
 from locallab.config.settings import Settings
+from locallab.config.tls import tls_problem
 from locallab.logs import configure_logging
 
 
@@ -24,6 +25,9 @@ def refusal(settings: Settings) -> str | None:
             "could use it. Start with --api-key KEY (or LOCALLAB_API_KEYS), or add --allow-no-auth if "
             "the network is trusted."
         )
+    tls = tls_problem(settings.ssl_certfile, settings.ssl_keyfile)
+    if tls is not None:
+        return f"cannot serve HTTPS: {tls}"
     if settings.catalog_file is not None:
         try:
             load_catalog(extra=settings.catalog_file)
@@ -39,8 +43,9 @@ def start(settings: Settings) -> int:
         return 2
 
     configure_logging(settings.log_level, settings.log_format)
+    scheme = "https" if settings.ssl_certfile is not None else "http"
     print(
-        f"LocalLab {__version__}: serving {settings.model} on http://{settings.host}:{settings.port}",
+        f"LocalLab {__version__}: serving {settings.model} on {scheme}://{settings.host}:{settings.port}",
         flush=True,
     )
     app = create_app(settings)
@@ -53,6 +58,8 @@ def start(settings: Settings) -> int:
         # uvicorn's own deadline comes after ours, so streams end with our error event, not a cut
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 3,
         timeout_keep_alive=5,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
     )
     GracefulServer(config, app, settings.shutdown_grace).run()
     return 0

@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     max_time_cap: float = Field(
         600.0, gt=0, description="Longest any generation may run, in seconds (ends with finish_reason time)."
     )
+    ssl_certfile: Path | None = Field(
+        None,
+        description="PEM certificate (chain) to serve HTTPS with; needs ssl_keyfile too. Unset: plain HTTP.",
+    )
+    ssl_keyfile: Path | None = Field(
+        None, description="PEM private key of ssl_certfile (unencrypted; keep it readable by LocalLab only)."
+    )
     shutdown_grace: float = Field(
         10.0, ge=0, description="On SIGTERM, seconds running generations get to finish before they are ended."
     )

@@ -1,4 +1,5 @@
-"""API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>` on every route but /health.
+"""API keys: `Authorization: Bearer <key>` or `X-API-Key: <key>` on every route but the probes (/health,
+/health/ready: load balancers send no key; they tell only the default model's id and load state).
 
 Keys come from LOCALLAB_API_KEYS and LOCALLAB_API_KEYS_FILE (re-read when the file changes). They are
 compared in constant time and never logged; a request's key is known downstream only by a short hash.
@@ -17,7 +18,7 @@ from locallab.api.errors import send_error
 
 logger = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PATHS = frozenset({"/health", "/health/ready", "/"})
 OPEN_PREFIXES = ("/ui/",)  # the chat page's static files
 
 

@@ -1,8 +1,9 @@
 """Token-bucket rate limiting per client, as pure ASGI middleware.
 
 Each client (its IP address for now) has a bucket of `burst` tokens refilled at `per_minute / 60` a
-second; a request takes one token, and without one it gets 429 with Retry-After. /health is exempt
-so that monitors never eat a user's budget, and so is the chat page's static content.
+second; a request takes one token, and without one it gets 429 with Retry-After. /health and
+/health/ready are exempt so that monitors never eat a user's budget, and so is the chat page's static
+content.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from locallab.api.errors import send_error
 
-EXEMPT_PATHS = frozenset({"/health", "/"})  # and the page's assets under /ui/
+EXEMPT_PATHS = frozenset({"/health", "/health/ready", "/"})  # and the page's assets under /ui/
 _MAX_CLIENTS = 10_000
 
 

@@ -6,11 +6,12 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from locallab.api.errors import error_payload
 from locallab.api.routes.docs import errors
-from locallab.api.schemas.responses import HealthResponse
+from locallab.api.schemas.responses import ErrorResponse, HealthResponse, ReadinessResponse
 from locallab.api.state import get_services
 
 router = APIRouter(tags=["system"])
@@ -60,3 +61,25 @@ async def health(request: Request) -> HealthResponse:
     registry = get_services(request).registry
     current = registry.current
     return HealthResponse(model=current.id if current else None, model_status=registry.status)
+
+
+@router.get(
+    "/health/ready",
+    response_model=ReadinessResponse,
+    responses={
+        503: {
+            "model": ErrorResponse,
+            "description": "Not ready: `status` says why (loading, failed, unloaded, draining), `detail` "
+            "says what to do",
+        },
+        500: errors()[500],
+    },
+    summary="Readiness: 200 once the default model is loaded, 503 while loading, failed or draining",
+)
+async def ready(request: Request) -> ReadinessResponse | JSONResponse:
+    state = get_services(request).readiness.state()
+    if state.ready:
+        return ReadinessResponse(model=state.model)
+    body = {**error_payload(request.url.path, 503, state.detail or state.status), "status": state.status}
+    headers = {"Retry-After": "5"} if state.status == "loading" else None
+    return JSONResponse(body, status_code=503, headers=headers)

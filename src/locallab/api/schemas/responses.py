@@ -154,3 +154,8 @@ class HealthResponse(BaseModel):
     status: Literal["healthy"] = "healthy"
     model: str | None
     model_status: Literal["ready", "loading", "none"]
+
+
+class ReadinessResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    model: str | None = Field(..., description="The default model; null when the server runs without one.")
