@@ -34,3 +34,15 @@ def test_python_dash_m_runs_the_same_cli() -> None:
         [sys.executable, "-m", "locallab", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("locallab ")
+
+
+def test_start_on_a_port_in_use_says_so_before_loading_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["start", "--port", str(port), "--model", ""]) == 2
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port} is already in use" in err and "--port" in err

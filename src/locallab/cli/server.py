@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from locallab import __version__
 from locallab.api.app import create_app
+from locallab.cli.doctor import check_port
 from locallab.config.catalog import load_catalog
 from locallab.config.settings import Settings
 from locallab.config.tls import tls_problem
@@ -25,6 +26,9 @@ def refusal(settings: Settings) -> str | None:
             "could use it. Start with --api-key KEY (or LOCALLAB_API_KEYS), or add --allow-no-auth if "
             "the network is trusted."
         )
+    port = check_port(settings)
+    if port.outcome == "fail":
+        return f"{port.message} Fix: {port.fix}"
     tls = tls_problem(settings.ssl_certfile, settings.ssl_keyfile)
     if tls is not None:
         return f"cannot serve HTTPS: {tls}"
@@ -45,7 +49,7 @@ def start(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     scheme = "https" if settings.ssl_certfile is not None else "http"
     print(
-        f"LocalLab {__version__}: serving {settings.model} on {scheme}://{settings.host}:{settings.port}",
+        f"LocalLab {__version__}: serving {settings.model or 'no model'} on {scheme}://{settings.host}:{settings.port}",
         flush=True,
     )
     app = create_app(settings)
