@@ -13,6 +13,7 @@ from locallab.client import (
     NotFoundError,
     RateLimitError,
     ServerUnavailableError,
+    ServiceUnavailableError,
     StreamError,
 )
 from locallab.engines.fake import FakeEngine
@@ -33,6 +34,7 @@ def test_every_route_answers(serve_app: LiveServerFactory) -> None:
         assert client.load_model("fake-chat")["status"] == "success"
         assert client.system_info()["active_model"] == "fake-chat"
         assert client.health()["model_status"] == "ready"
+        assert client.ready() == {"status": "ready", "model": "fake-chat"}
 
 
 def test_options_pass_through(serve_app: LiveServerFactory) -> None:
@@ -92,6 +94,14 @@ def test_async_client_mirrors_the_blocking_one(serve_app: LiveServerFactory) -> 
             streamed = "".join([piece async for piece in client.stream_chat(USER)])
             with pytest.raises(NotFoundError):
                 await client.load_model("nope")
+            assert (await client.ready())["status"] == "ready"
             return plain, streamed, (await client.health())["status"]
 
     assert asyncio.run(use()) == ("Hi!", "Hi!", "healthy")
+
+
+def test_ready_raises_with_the_reason_when_the_server_is_not_ready(serve_app: LiveServerFactory) -> None:
+    with Client(serve_app(FakeEngine())) as client:
+        client._request("POST", "/models/unload", {"model_id": "fake-chat"})
+        with pytest.raises(ServiceUnavailableError, match="unloaded"):
+            client.ready()

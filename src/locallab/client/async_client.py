@@ -131,3 +131,9 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", "/health")
         return result
+
+    async def ready(self) -> dict[str, Any]:
+        """`{"status": "ready", "model"}`; a server that is not ready raises ServiceUnavailableError
+        whose detail says why (loading, failed, unloaded, draining)."""
+        result: dict[str, Any] = await self._request("GET", "/health/ready")
+        return result

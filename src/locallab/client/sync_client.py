@@ -139,3 +139,9 @@ class Client:
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/health")
         return result
+
+    def ready(self) -> dict[str, Any]:
+        """`{"status": "ready", "model"}`; a server that is not ready raises ServiceUnavailableError
+        whose detail says why (loading, failed, unloaded, draining)."""
+        result: dict[str, Any] = self._request("GET", "/health/ready")
+        return result
