@@ -16,7 +16,7 @@ comma := ,
 LOCALLAB_STAMP := $(VENV)/.locallab$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 needs_torch = $(if $(filter transformers,$(subst $(comma), ,$(1))),$(VENV)/.torch)
 
-.PHONY: install install-test run test lint typecheck clean
+.PHONY: install install-test run test lint typecheck docs clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "LocalLab needs Python >= 3.10"; exit 1; }
@@ -75,5 +75,16 @@ typecheck: install-test
 test: lint typecheck
 	$(BIN)/pytest
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict makes every warning an error. Only the
+# docs tools are installed for it (the same pins as the `docs` extra); `make test` checks the build too
+# (tests/test_docs.py).
+MKDOCS := "mkdocs>=1.6,<2" "mkdocs-material>=9.5,<10"
+$(VENV)/.docs: $(BIN)/python
+	$(BIN)/pip install --quiet $(MKDOCS)
+	touch $@
+
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site

@@ -3,9 +3,13 @@ with an API key, as docs/DEPLOYMENT.md describes for a LAN."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +19,7 @@ import openai
 import pytest
 import trustme
 
+from tests.conftest import free_port, poll
 from tests.integration.conftest import Server
 
 pytestmark = pytest.mark.integration
@@ -117,3 +122,60 @@ def test_curl_with_cacert_reads_readiness(https_server: tuple[Server, Path]) -> 
         check=True,
     )
     assert '"status":"ready"' in out.stdout
+
+
+def _guide_blocks(containing: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "DEPLOYMENT.md").read_text()
+    blocks = [b for b in re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M) if containing in b]
+    assert len(blocks) == 1, containing
+    return str(blocks[0])
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None or shutil.which("curl") is None, reason="no openssl/curl")
+def test_the_deployment_guide_gets_from_nothing_to_https_with_a_key(tmp_path: Path) -> None:
+    """docs/DEPLOYMENT.md, "On a LAN or a phone", steps 1 to 3 as written (another port than 8443)."""
+    port = str(free_port())
+    subprocess.run(
+        ["bash", "-c", _guide_blocks("openssl req")], cwd=tmp_path, check=True, capture_output=True
+    )
+    assert (tmp_path / "cert.pem").is_file() and (tmp_path / "key.pem").is_file()
+
+    start = _guide_blocks("locallab start").replace("8443", port).strip().splitlines()
+    exports, command = start[:-1], start[-1]
+    script = "\n".join([*exports, 'printf %s "$LOCALLAB_API_KEYS" > api-key', f"exec {command}"])
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LOCALLAB_")}
+    environment.update(
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}",
+        LOCALLAB_MODELS_DIR=str(tmp_path / "models"),
+        LOCALLAB_THREADS="2",
+    )
+    if environment.get("PYTHONPATH"):  # the server runs in tmp_path: relative entries would miss
+        parts = environment["PYTHONPATH"].split(os.pathsep)
+        environment["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in parts if p)
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=environment, stdout=log, stderr=log)
+    try:
+        checks = [
+            line.replace("8443", port).replace("192.168.1.20", "127.0.0.1")
+            for line in _guide_blocks("curl --cacert").strip().splitlines()
+        ]
+
+        def curl(line: str) -> str:
+            if server.poll() is not None:
+                raise AssertionError((tmp_path / "server.log").read_text())
+            key = (tmp_path / "api-key").read_text() if (tmp_path / "api-key").exists() else ""
+            env = {**environment, "LOCALLAB_API_KEYS": key}
+            return subprocess.run(
+                ["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True
+            ).stdout
+
+        ready = poll(lambda: curl(checks[0]), lambda out: '"status":"ready"' in out, 90)
+        assert '"status":"ready"' in ready, (tmp_path / "server.log").read_text()[-2000:]
+        models = json.loads(curl(checks[1]))
+        assert "smollm2-135m-instruct" in [m["id"] for m in models["data"]]
+        unauthorised = curl(checks[1].split(" -H ")[0])
+        assert "Missing API key" in unauthorised
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
