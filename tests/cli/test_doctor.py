@@ -32,9 +32,13 @@ def _doctor(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[s
     return status, lines
 
 
-def _line(lines: list[str], name: str) -> str:
-    found = [line for line in lines if line.split()[1] == name or line.split()[1:3] == name.split()]
-    assert found, (name, lines)
+def _line(lines: list[str], name: str, words: str = "") -> str:
+    found = [
+        line
+        for line in lines
+        if (line.split()[1] == name or line.split()[1:3] == name.split()) and words in line
+    ]
+    assert found, (name, words, lines)
     return found[0]
 
 
@@ -86,17 +90,18 @@ def test_every_problem_is_a_fail_line_with_a_fix(capsys: pytest.CaptureFixture[s
             "--model", "no-such-model",
             "--ssl-certfile", str(tmp_path / "missing-cert.pem"),
             "--ssl-keyfile", str(tmp_path / "missing-key.pem"),
+            "--api-keys-file", str(tmp_path / "no-keys-here"),
         )  # fmt: skip
     assert status == 1
     for name, words in (
         ("port", "already in use"),
         ("models dir", "not a directory"),
-        ("access", "without an API key"),
+        ("access", "keys file"),
         ("https", "does not exist"),
         ("model", "Unknown model 'no-such-model'"),
     ):
-        line = _line(lines, name)
-        assert line.startswith("fail") and words in line, line
+        line = _line(lines, name, words)
+        assert line.startswith("fail"), line
         assert "Fix:" in line, line
     assert _line(lines, "python").startswith("ok")
 
@@ -116,3 +121,11 @@ def test_a_healthy_setup_passes_and_decodes_the_default_model(
         _line(lines, name)
     assert "decodes on this CPU" in _line(lines, "decode")
     assert "smollm2-135m-instruct" in _line(lines, "model")
+
+
+def test_an_open_bind_fails_without_a_key_and_warns_when_allowed(capsys: pytest.CaptureFixture[str]) -> None:
+    common = ("--host", "0.0.0.0", "--port", str(free_port()), "--model", "")
+    status, lines = _doctor(capsys, *common)
+    assert status == 1 and "without an API key" in _line(lines, "access")
+    status, lines = _doctor(capsys, *common, "--allow-no-auth")
+    assert _line(lines, "access").startswith("warn") and "anyone on the network" in _line(lines, "access")

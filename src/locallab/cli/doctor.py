@@ -261,9 +261,18 @@ def check_port(settings: Settings) -> Check:
 
 def check_access(settings: Settings) -> Iterable[Check]:
     keys = settings.key_list()
-    has_keys = bool(keys) or settings.api_keys_file is not None
-    https = settings.ssl_certfile is not None
+    keys_file = settings.api_keys_file
+    keys_file_ok = keys_file is not None and keys_file.is_file() and os.access(keys_file, os.R_OK)
+    if keys_file is not None and not keys_file_ok:
+        yield Check(
+            "access",
+            "fail",
+            f"the API keys file {keys_file} is missing or unreadable: its keys would be refused (401).",
+            "create it (one key a line) readable by the server's user, or unset LOCALLAB_API_KEYS_FILE",
+        )
+    has_keys = bool(keys) or keys_file is not None  # as `start` counts them (a broken file: see above)
     problem = tls_problem(settings.ssl_certfile, settings.ssl_keyfile)
+    https = settings.ssl_certfile is not None and problem is None
     if problem is not None:
         yield Check("https", "fail", problem, "fix LOCALLAB_SSL_CERTFILE / LOCALLAB_SSL_KEYFILE")
     elif https:
