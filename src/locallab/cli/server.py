@@ -48,10 +48,8 @@ def start(settings: Settings) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     scheme = "https" if settings.ssl_certfile is not None else "http"
-    print(
-        f"LocalLab {__version__}: serving {settings.model or 'no model'} on {scheme}://{settings.host}:{settings.port}",
-        flush=True,
-    )
+    address = f"{scheme}://{settings.host}:{settings.port}"
+    print(f"LocalLab {__version__}: serving {settings.model or 'no model'} on {address}", flush=True)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
