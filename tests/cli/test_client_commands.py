@@ -56,6 +56,7 @@ def test_models_and_status(serve_app: LiveServerFactory) -> None:
     assert "loaded" in _run("models", "load", "fake-chat", "--url", url).stdout
     status = json.loads(_run("status", "--url", url).stdout)
     assert status["model"] == "fake-chat" and status["model_status"] == "ready"
+    assert status["ready"] == "ready"
 
 
 def _chat(url: str, *extra: str) -> pexpect.spawn:

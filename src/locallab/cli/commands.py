@@ -16,7 +16,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from locallab.client import Client
+from locallab.client import Client, ServiceUnavailableError
 
 
 def generate(client: Client, prompt: str | None, options: dict[str, Any], stdin: TextIO, out: TextIO) -> int:
@@ -106,9 +106,15 @@ def pull(client: Client, model_id: str, out: TextIO) -> None:
 def status(client: Client, out: TextIO) -> int:
     health = client.health()
     info = client.system_info()
+    try:
+        ready = "ready"
+        client.ready()
+    except ServiceUnavailableError as exc:
+        ready = f"not ready: {exc.detail}"  # loading, failed with the reason, unloaded, draining
     summary = {
         "url": client.options.url,
         "status": health["status"],
+        "ready": ready,
         "model": health["model"],
         "model_status": health["model_status"],
         "uptime_s": info["uptime"],

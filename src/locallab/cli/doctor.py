@@ -106,7 +106,7 @@ def check_build_against_cpu(features: set[str], flags: set[str] | None) -> Check
             REBUILD + " (the script never enables AMX)",
         )
     return Check(
-        "llama.cpp", "ok", f"built for {' '.join(used) or 'generic x86/ARM'}; this CPU has them all."
+        "llama.cpp", "ok", f"built for {' '.join(used) or 'no optional CPU features'}; this CPU has them all."
     )
 
 
