@@ -92,3 +92,23 @@ def test_readiness_needs_no_key(make_client: AppFactory) -> None:
     client = make_client(api_keys="secret-key-1234")
     assert client.get("/health/ready").status_code == 200
     assert client.get("/models/current").status_code == 401
+
+
+def test_a_load_after_a_failed_start_reports_loading(make_client: AppFactory) -> None:
+    release = threading.Event()
+
+    def slow_loader(path: Path) -> FakeEngine:
+        release.wait(10)
+        return FakeEngine()
+
+    client = make_client(loader=slow_loader, model="fake-missing")
+    assert client.get("/health/ready").json()["status"] == "failed"
+    try:
+        r = client.post("/models/load", json={"model_id": "fake-chat", "wait": False})
+        assert r.status_code == 202
+        r = poll(lambda: client.get("/health/ready"), lambda r: r.json()["status"] == "loading")
+        assert r.status_code == 503 and r.json()["status"] == "loading"
+    finally:
+        release.set()
+    r = poll(lambda: client.get("/health/ready"), lambda r: r.status_code == 200)
+    assert r.json() == {"status": "ready", "model": "fake-chat"}

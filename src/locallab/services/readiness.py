@@ -76,6 +76,8 @@ class ReadinessCheck:
             return Readiness(
                 "loading", model, f"The default model '{self._default_model}' is still loading; retry soon."
             )
+        if self._registry.status == "loading":  # e.g. POST /models/load after a failed start
+            return Readiness("loading", model, "A model is loading; retry soon.")
         if self._failure is not None:
             return Readiness(
                 "failed",
