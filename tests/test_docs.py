@@ -3,6 +3,7 @@ document names real routes and statuses, and the troubleshooting guide quotes me
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,9 +12,16 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+import yaml
 
 from locallab.api.errors import STATUS_FOR
+from locallab.config.remote import load_remote_models
 from tests.conftest import AppFactory
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -96,3 +104,27 @@ def test_readme_links_into_docs() -> None:
     text = (ROOT / "README.md").read_text()
     for page in ("docs/API.md", "docs/DEPLOYMENT.md", "docs/TROUBLESHOOTING.md", "docs/features/README.md"):
         assert f"]({page}" in text, page
+
+
+def _fenced(language: str) -> list[tuple[str, str]]:
+    return [
+        (f"{page.relative_to(ROOT)}", block)
+        for page in PAGES
+        for block in re.findall(rf"^```{language}\n(.*?)^```", page.read_text(), flags=re.S | re.M)
+    ]
+
+
+def test_yaml_json_and_toml_examples_parse(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert _fenced("yaml") and _fenced("json") and _fenced("toml")
+    for where, block in _fenced("yaml"):
+        assert yaml.safe_load(block), where
+    for where, block in _fenced("json"):
+        if "..." not in block and "…" not in block:  # README shows abridged answers
+            assert json.loads(block), where
+    monkeypatch.setenv("VLLM_API_KEY", "test")
+    for where, block in _fenced("toml"):
+        tomllib.loads(block)
+        if "upstreams" in block:  # a remote models file: the server must accept it as written
+            config = tmp_path / "remote.toml"
+            config.write_text(block)
+            assert load_remote_models(config), where
