@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from locallab import __version__
+from locallab.api.anthropic import routes as anthropic_routes
 from locallab.api.errors import install_error_handlers
 from locallab.api.middleware.auth import AuthMiddleware, KeyStore
 from locallab.api.middleware.body import BodyGuardMiddleware
@@ -200,6 +201,7 @@ def create_app(
     app.include_router(models.router)
     app.include_router(system.router)
     app.include_router(openai.router)
+    app.include_router(anthropic_routes.router)
     app.include_router(web.router)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
     # Added innermost first: a request meets Observe, HostCheck, CORS, Auth, RateLimit, BodyGuard.
@@ -220,7 +222,14 @@ def create_app(
             allow_origins=origins,
             allow_credentials="*" not in origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "X-Request-ID",
+                "anthropic-version",
+                "anthropic-beta",
+            ],
         )
     if settings.is_loopback():
         app.add_middleware(HostCheckMiddleware, allowed=settings.host_list())

@@ -74,6 +74,7 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     cached_tokens: int = 0  # prompt tokens whose KV cache was reused from an earlier request
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token of this chunk, when requested
+    stop_sequence: str | None = None  # on the last chunk: the stop sequence that ended it, when known
 
 
 @dataclass(frozen=True)

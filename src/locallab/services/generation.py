@@ -67,6 +67,7 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     logprobs: tuple[TokenLogprob, ...] = ()
+    stop_sequence: str | None = None  # the stop sequence that ended the answer, when known
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,15 @@ class GenerationService:
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages.append({"role": "user", "content": prompt})
         return await self.prompt_for_chat(model, messages)
+
+    async def count_tokens(self, model: LoadedModel, prompt: Prompt) -> int:
+        """Tokens of a prompt in the model's own tokenizer (a remote model's upstream keeps its own)."""
+        if isinstance(prompt, Conversation) or takes_text_prompts(model.engine):
+            raise InvalidRequestError(
+                f"Model '{model.id}' is served by a remote upstream, which counts tokens itself; LocalLab "
+                "cannot count them here. Send the request and read its usage instead."
+            )
+        return len(await model.engine.tokenize(prompt))
 
     async def prepare(
         self, model: LoadedModel, prompt: Prompt, sampling: SamplingParams, *, max_tokens: int | None
@@ -290,4 +300,6 @@ class GenerationService:
                 final = chunk
         if final is None or final.finish_reason is None:
             raise EngineError("The engine ended the generation without a final result.")
-        return Completion("".join(parts), final.finish_reason, Usage.of(final), tuple(logprobs))
+        return Completion(
+            "".join(parts), final.finish_reason, Usage.of(final), tuple(logprobs), final.stop_sequence
+        )

@@ -166,6 +166,7 @@ class RemoteEngine:
                 reader.count("completion_tokens", reader.events),
                 "time" if timed_out else reader.finish_reason(),
                 cached_tokens=reader.cached_tokens(),
+                stop_sequence=reader.stop_sequence,
             )
         except StreamFailure as failure:
             error = failure.kind

@@ -88,6 +88,7 @@ class StreamReader:
     tail: str = ""  # text that came with the finish reason
     usage: dict[str, Any] = field(default_factory=dict)
     done: bool = False  # [DONE] seen
+    stop_sequence: str | None = None
 
     def feed(self, line: str) -> str | None:
         """New text of one SSE line, or None (comments, role-only deltas, the end, usage)."""
@@ -121,6 +122,9 @@ class StreamReader:
             self.events += 1
         if choice.get("finish_reason"):
             self.finish = str(choice["finish_reason"])
+            # vLLM and llama.cpp's server name the stop sequence that ended the answer
+            matched = choice.get("stop_reason", choice.get("stopping_word"))
+            self.stop_sequence = matched if isinstance(matched, str) and matched else None
             self.tail += text
             return None
         return text or None

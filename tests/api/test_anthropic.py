@@ -1,0 +1,143 @@
+"""/v1/messages on a scripted engine: Anthropic's shapes, its error envelope, its named stream events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from locallab.engines.fake import FakeEngine
+from tests.conftest import AppFactory
+
+BODY: dict[str, Any] = {
+    "model": "fake-chat",
+    "max_tokens": 16,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+def named_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for block in text.split("\n\n"):
+        if not block.strip():
+            continue
+        name_line, data_line = block.split("\n")
+        assert name_line.startswith("event: ") and data_line.startswith("data: "), block
+        events.append((name_line[7:], json.loads(data_line[6:])))
+    return events
+
+
+def test_message_has_anthropic_shape(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"Hel", b"lo"]))
+    body = client.post("/v1/messages", json=BODY).json()
+    assert body["id"].startswith("msg_") and body["type"] == "message" and body["role"] == "assistant"
+    assert body["model"] == "fake-chat"
+    assert body["content"] == [{"type": "text", "text": "Hello"}]
+    assert body["stop_reason"] == "end_turn" and body["stop_sequence"] is None
+    assert body["usage"]["output_tokens"] == 2 and body["usage"]["input_tokens"] > 0
+
+
+def test_system_blocks_and_sampling_reach_the_engine(make_client: AppFactory) -> None:
+    engine = FakeEngine()
+    client = make_client(engine)
+    request = {
+        **BODY,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        "temperature": 0, "top_p": 0.5, "top_k": 7, "metadata": {"user_id": "u1"},
+    }  # fmt: skip
+    assert client.post("/v1/messages", json=request).status_code == 200
+    assert "<|im_start|>system\nBe brief.<|im_end|>" in engine.prompts[-1]
+    params = engine.requests[-1].sampling
+    assert params.greedy and params.top_p == 0.5 and params.top_k == 7 and params.max_tokens == 16
+
+
+def test_stop_sequence_is_reported(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"one ", b"two ", b"three"]))
+    body = client.post("/v1/messages", json={**BODY, "stop_sequences": ["two"]}).json()
+    assert body["content"][0]["text"] == "one "
+    assert (body["stop_reason"], body["stop_sequence"]) == ("stop_sequence", "two")
+
+
+def test_token_limit_is_max_tokens(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"a"] * 10))
+    body = client.post("/v1/messages", json={**BODY, "max_tokens": 3}).json()
+    assert body["stop_reason"] == "max_tokens" and body["usage"]["output_tokens"] == 3
+
+
+def test_assistant_prefill_is_continued(make_client: AppFactory) -> None:
+    engine = FakeEngine([b"!"])
+    client = make_client(engine)
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}]
+    assert client.post("/v1/messages", json={**BODY, "messages": messages}).status_code == 200
+    assert engine.prompts[-1].endswith("<|im_start|>assistant\nHello")
+
+
+def test_stream_has_anthropic_event_names_in_order(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"Hel", b"lo"]))
+    response = client.post("/v1/messages", json={**BODY, "stream": True})
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = named_events(response.text)
+    names = [name for name, _ in events]
+    assert names == [
+        "message_start", "content_block_start", "ping", "content_block_delta", "content_block_delta",
+        "content_block_stop", "message_delta", "message_stop",
+    ]  # fmt: skip
+    assert all(payload["type"] == name for name, payload in events)
+    assert "".join(p["delta"]["text"] for n, p in events if n == "content_block_delta") == "Hello"
+    delta = events[-2][1]
+    assert delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+    assert delta["usage"]["output_tokens"] == 2
+    assert events[0][1]["message"]["usage"]["input_tokens"] > 0
+
+
+def test_error_after_the_stream_began_is_an_error_event(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"a", b"b", b"c"], fail_after=1))
+    events = named_events(client.post("/v1/messages", json={**BODY, "stream": True}).text)
+    name, payload = events[-1]
+    assert name == "error" and payload["type"] == "error"
+    assert payload["error"]["type"] == "api_error"
+
+
+def test_count_tokens_uses_the_chat_template(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine())
+    body = {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}
+    counted = client.post("/v1/messages/count_tokens", json=body).json()["input_tokens"]
+    # the fake tokenizer counts characters of the rendered ChatML prompt
+    assert counted == len("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "kind", "words"),
+    [
+        ({"max_tokens": None}, 400, "invalid_request_error", "max_tokens: this field is required"),
+        ({"model": "no-such-model"}, 404, "not_found_error", "no-such-model"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, 400, "invalid_request_error", "thinking"),
+        ({"tools": [{"name": "f", "input_schema": {}}]}, 400, "invalid_request_error", "tools"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64"}}]}]},
+            400, "invalid_request_error", "messages[0].content[0]: image blocks are not supported",
+        ),
+        ({"temperature": 1.5}, 400, "invalid_request_error", "temperature"),
+    ],
+)  # fmt: skip
+def test_errors_use_anthropics_envelope(
+    make_client: AppFactory, change: dict[str, Any], status: int, kind: str, words: str
+) -> None:
+    client = make_client(FakeEngine())
+    body = {k: v for k, v in {**BODY, **change}.items() if v is not None}
+    response = client.post("/v1/messages", json=body)
+    assert response.status_code == status
+    payload = response.json()
+    assert payload["type"] == "error" and payload["error"]["type"] == kind
+    assert words in payload["error"]["message"]
+
+
+def test_x_api_key_and_anthropic_headers_are_accepted(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine(), api_keys="secret")
+    headers = {"anthropic-version": "2023-06-01", "anthropic-beta": "tools-2024-04-04"}
+    ok = client.post("/v1/messages", json=BODY, headers={**headers, "x-api-key": "secret"})
+    assert ok.status_code == 200
+    wrong = client.post("/v1/messages", json=BODY, headers={**headers, "x-api-key": "nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
