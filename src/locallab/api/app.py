@@ -21,6 +21,7 @@ from locallab.api.middleware.body import BodyGuardMiddleware
 from locallab.api.middleware.hosts import HostCheckMiddleware
 from locallab.api.middleware.observe import ObserveMiddleware
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
+from locallab.api.openai import responses_routes
 from locallab.api.routes import generate, models, openai, system, web
 from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
@@ -34,6 +35,7 @@ from locallab.services.generation import GenerationLimits, GenerationService
 from locallab.services.metrics import Metrics
 from locallab.services.readiness import ReadinessCheck
 from locallab.services.registry import EngineLoader, ModelRegistry, ResolvedModel
+from locallab.services.response_store import ResponseStore
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo
 
@@ -92,6 +94,12 @@ def _load_transformers(model: ResolvedModel, settings: Settings) -> Engine:
         device=settings.device,
         quantize=settings.quantize,
     )
+
+
+async def _prune_stored_responses(store: ResponseStore) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        await store.prune()
 
 
 async def _unload_idle_models(registry: ModelRegistry, keep_alive: float) -> None:
@@ -157,6 +165,8 @@ def create_app(
             metrics=metrics,
         )
         readiness = ReadinessCheck(registry, generation.shutdown, settings.model)
+        responses = ResponseStore(settings.data_path() / "responses.db", settings.response_retention_days)
+        await responses.open()  # migrates the schema and prunes expired responses
         app.state.services = Services(
             settings=settings,
             registry=registry,
@@ -166,6 +176,7 @@ def create_app(
             metrics=metrics,
             downloads=DownloadManager(settings.models_dir),
             readiness=readiness,
+            responses=responses,
         )
         metrics.watch(
             active=lambda: sum(m.engine.load.active for m in registry.models),
@@ -175,6 +186,7 @@ def create_app(
         tasks = [
             asyncio.create_task(_unload_idle_models(registry, settings.keep_alive)),
             asyncio.create_task(app.state.services.generation.templates.warm()),
+            asyncio.create_task(_prune_stored_responses(responses)),
         ]
         # A default model that cannot load leaves the server up and not ready (GET /health/ready says why).
         startup = readiness.start()
@@ -189,6 +201,7 @@ def create_app(
             await app.state.services.downloads.close()
             await app.state.services.generation.templates.close()
             await registry.close()
+            await responses.close()
 
     app = FastAPI(
         title="LocalLab",
@@ -202,6 +215,7 @@ def create_app(
     app.include_router(system.router)
     app.include_router(openai.router)
     app.include_router(anthropic_routes.router)
+    app.include_router(responses_routes.router)
     app.include_router(web.router)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
     # Added innermost first: a request meets Observe, HostCheck, CORS, Auth, RateLimit, BodyGuard.
