@@ -141,3 +141,14 @@ def test_x_api_key_and_anthropic_headers_are_accepted(make_client: AppFactory) -
     assert ok.status_code == 200
     wrong = client.post("/v1/messages", json=BODY, headers={**headers, "x-api-key": "nope"})
     assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+
+
+def test_output_config_format_uses_the_json_grammar(make_client: AppFactory) -> None:
+    engine = FakeEngine([b"{}"])
+    client = make_client(engine)
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "schema": schema}
+    body = {**BODY, "output_config": {"format": fmt, "effort": "low"}}
+    assert client.post("/v1/messages", json=body).status_code == 200
+    params = engine.requests[-1].sampling
+    assert params.json_output and params.json_schema == schema

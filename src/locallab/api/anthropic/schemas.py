@@ -65,8 +65,19 @@ class Message(StrictBody):
 
 
 class ThinkingConfig(StrictBody):
-    type: Literal["enabled", "disabled", "adaptive"]
+    type: Literal["enabled", "disabled", "adaptive", "between_tools"]
     budget_tokens: int | None = None
+    display: str | None = None
+
+
+class OutputFormat(StrictBody):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(..., alias="schema")
+
+
+class OutputConfig(StrictBody):
+    effort: str | None = Field(None, description="Accepted; LocalLab's models do not think, so not used.")
+    format: OutputFormat | None = Field(None, description="Structured output: enforced by a JSON grammar.")
 
 
 class _Conversation(StrictBody):
@@ -78,6 +89,11 @@ class _Conversation(StrictBody):
     tools: list[dict[str, Any]] | None = Field(None, description="Not supported yet: refused with a 400.")
     tool_choice: dict[str, Any] | None = Field(None, description="Not supported yet: refused with a 400.")
     thinking: ThinkingConfig | None = Field(None, description="Refused: no LocalLab model thinks.")
+    output_config: OutputConfig | None = None
+    cache_control: dict[str, Any] | None = Field(None, description="Accepted; LocalLab caches by itself.")
+    speed: str | None = Field(None, description="Accepted; not used.")
+    user_profile_id: str | None = Field(None, description="Accepted; not used.")
+    workspace_id: str | None = Field(None, description="Accepted; not used.")
 
     def refuse_unsupported(self) -> None:
         if self.tools:
@@ -123,3 +139,15 @@ class MessagesRequest(_Conversation):
     top_k: int = Field(0, ge=0, description="Keep the k likeliest tokens; 0 keeps all.")
     metadata: dict[str, Any] | None = Field(None, description="Accepted; not used.")
     service_tier: str | None = Field(None, description="Accepted; not used.")
+    inference_geo: str | None = Field(None, description="Accepted; not used.")
+    container: Any = Field(None, description="Refused: LocalLab runs no code-execution containers.")
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.container is not None:
+            raise InvalidRequestError("container: LocalLab runs no code-execution containers; remove it.")
+
+    def output_constraint(self) -> dict[str, Any]:
+        """SamplingParams fields for output_config.format (the JSON grammar the OpenAI routes use)."""
+        fmt = self.output_config.format if self.output_config else None
+        return {} if fmt is None else {"json_output": True, "json_schema": fmt.schema_}

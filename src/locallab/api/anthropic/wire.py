@@ -1,6 +1,8 @@
 """Anthropic's Messages API <-> LocalLab's core: what each field becomes, and the shapes sent back.
 
 - `system` (text or text blocks) becomes the conversation's first message, role "system".
+- `output_config.format` (a JSON schema) is enforced with the JSON grammar; `output_config.effort` is
+  accepted and unused (no model here thinks).
 - `max_tokens` is the token limit; `stop_sequences`, `temperature`, `top_p`, `top_k` the sampling fields
   of the same names (temperature 0 is greedy).
 - A finish "stop" is `end_turn`, or `stop_sequence` (with the sequence) when a stop sequence ended
@@ -48,6 +50,7 @@ def sampling(body: MessagesRequest) -> SamplingParams:
         repetition_penalty=1.0,
         do_sample=body.temperature > 0,
         stop=tuple(body.stop_sequences or ()),
+        **body.output_constraint(),
     )
 
 
