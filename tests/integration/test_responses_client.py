@@ -1,0 +1,131 @@
+"""The official `openai` package's `responses` resource against LocalLab serving the real default
+model: create, stream, structured output, chains, and chains that survive a restart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests.api.test_anthropic import named_events
+from tests.integration.conftest import Server
+
+pytestmark = pytest.mark.integration
+
+MODEL = "smollm2-135m-instruct"
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture
+def oai(server: Server) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
+
+
+def test_create(oai: openai.OpenAI) -> None:
+    response = oai.responses.create(
+        model=MODEL,
+        input="What is the capital of France?",
+        instructions="You answer in one short sentence.",
+        temperature=0,
+        max_output_tokens=40,
+    )
+    assert response.status in ("completed", "incomplete") and response.model == MODEL
+    assert "Paris" in response.output_text
+    assert response.usage is not None and response.usage.output_tokens > 0
+
+
+def test_stream_events_in_order_and_deltas_equal_the_final_text(oai: openai.OpenAI) -> None:
+    stream = oai.responses.create(
+        model=MODEL, input="Count from 1 to 5.", max_output_tokens=16, temperature=0, stream=True
+    )
+    events = list(stream)
+    kinds = [e.type for e in events]
+    assert kinds[:4] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.content_part.added",
+    ]  # fmt: skip
+    assert kinds[-4:] == [
+        "response.output_text.done", "response.content_part.done", "response.output_item.done",
+        "response.incomplete",
+    ]  # fmt: skip
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1].response  # type: ignore[union-attr]
+    assert deltas == final.output_text and final.incomplete_details.reason == "max_output_tokens"
+
+
+def test_text_format_json_schema_is_enforced(oai: openai.OpenAI) -> None:
+    response = oai.responses.create(
+        model=MODEL,
+        input="Invent a person.",
+        text={"format": {"type": "json_schema", "name": "person", "schema": PERSON, "strict": True}},
+        max_output_tokens=100,
+    )
+    jsonschema.validate(json.loads(response.output_text), PERSON)
+
+
+def test_previous_response_id_continues_the_conversation(oai: openai.OpenAI) -> None:
+    first = oai.responses.create(
+        model=MODEL, input="My name is Zorblax. Say hello.", temperature=0, max_output_tokens=30
+    )
+    second = oai.responses.create(
+        model=MODEL,
+        input="What is my name?",
+        previous_response_id=first.id,
+        temperature=0,
+        max_output_tokens=30,
+    )
+    assert second.previous_response_id == first.id
+    assert "Zorblax" in second.output_text
+    items = oai.responses.input_items.list(second.id)
+    assert [item.content[0].text for item in items.data] == ["What is my name?"]  # type: ignore[union-attr]
+
+
+def test_unknown_id_and_built_in_tools_raise_typed_errors(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError, match="resp_nope"):
+        oai.responses.retrieve("resp_nope")
+    with pytest.raises(openai.BadRequestError, match="web_search"):
+        oai.responses.create(model=MODEL, input="hi", tools=[{"type": "web_search"}])
+
+
+def test_raw_stream_names_every_event(server: Server) -> None:
+    body = {"model": MODEL, "input": "Hi", "max_output_tokens": 4, "stream": True}
+    events = named_events(httpx.post(f"{server.url}/v1/responses", json=body, timeout=60).text)
+    assert all(name == payload["type"] for name, payload in events)
+    assert events[0][1]["response"]["status"] == "in_progress"
+
+
+def test_chain_and_retrieve_survive_a_restart(start_server: Callable[..., Server], tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    before = start_server(LOCALLAB_RATE_LIMIT_PER_MINUTE="0", LOCALLAB_DATA_DIR=data)
+    with openai.OpenAI(base_url=f"{before.url}/v1", api_key="x", max_retries=0) as client:
+        first = client.responses.create(
+            model=MODEL, input="My name is Zorblax. Say hello.", temperature=0, max_output_tokens=30
+        )
+    before.stop()
+    after = start_server(LOCALLAB_RATE_LIMIT_PER_MINUTE="0", LOCALLAB_DATA_DIR=data)
+    with openai.OpenAI(base_url=f"{after.url}/v1", api_key="x", max_retries=0) as client:
+        assert client.responses.retrieve(first.id).output_text == first.output_text
+        second = client.responses.create(
+            model=MODEL,
+            input="What is my name?",
+            previous_response_id=first.id,
+            temperature=0,
+            max_output_tokens=30,
+        )
+        assert "Zorblax" in second.output_text
+        client.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(first.id)
+    after.stop()
