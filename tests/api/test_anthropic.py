@@ -152,3 +152,16 @@ def test_output_config_format_uses_the_json_grammar(make_client: AppFactory) -> 
     assert client.post("/v1/messages", json=body).status_code == 200
     params = engine.requests[-1].sampling
     assert params.json_output and params.json_schema == schema
+
+
+def test_pings_keep_a_waiting_stream_alive(make_client: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from locallab.api.anthropic import routes
+
+    monkeypatch.setattr(routes, "PING_SECONDS", 0.01)
+    client = make_client(FakeEngine([b"a", b"b"], delay=0.3))  # 30 ping intervals between tokens
+    names = [
+        name for name, _ in named_events(client.post("/v1/messages", json={**BODY, "stream": True}).text)
+    ]
+    first_delta = names.index("content_block_delta")
+    assert names[2:first_delta].count("ping") > 1  # the one after message_start, then while waiting
+    assert names[-1] == "message_stop"
