@@ -80,7 +80,7 @@ class OutputConfig(StrictBody):
     format: OutputFormat | None = Field(None, description="Structured output: enforced by a JSON grammar.")
 
 
-class _Conversation(StrictBody):
+class ConversationBody(StrictBody):
     """Fields that /v1/messages and /v1/messages/count_tokens share."""
 
     model: str = Field(..., min_length=1, description="A model id from GET /v1/models.")
@@ -124,11 +124,11 @@ class _Conversation(StrictBody):
                     )
 
 
-class CountTokensRequest(_Conversation):
+class CountTokensRequest(ConversationBody):
     pass
 
 
-class MessagesRequest(_Conversation):
+class MessagesRequest(ConversationBody):
     max_tokens: int = Field(
         ..., ge=1, description="Most tokens to generate (required, as in Anthropic's API)."
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from locallab.api.anthropic.schemas import Message, MessagesRequest, TextBlock, _Conversation
+from locallab.api.anthropic.schemas import ConversationBody, Message, MessagesRequest, TextBlock
 from locallab.api.errors import anthropic_error
 from locallab.api.sse import NamedEvent
 from locallab.engines.base import FinishReason, SamplingParams
@@ -28,7 +28,7 @@ def _text(content: str | list[Any]) -> str:
     return "".join(block.text for block in content if isinstance(block, TextBlock))
 
 
-def chat_messages(body: _Conversation) -> list[dict[str, str]]:
+def chat_messages(body: ConversationBody) -> list[dict[str, str]]:
     """The conversation in the core's shape: role and text per message, the system prompt first."""
     messages = [{"role": "system", "content": _text(body.system)}] if body.system else []
     messages += [{"role": m.role, "content": _text(m.content)} for m in body.messages]
