@@ -129,3 +129,26 @@ def test_chain_and_retrieve_survive_a_restart(start_server: Callable[..., Server
         with pytest.raises(openai.NotFoundError):
             client.responses.retrieve(first.id)
     after.stop()
+
+
+def test_openai_agents_sdk_runs_an_agent_without_tools(server: Server) -> None:
+    """The Agents SDK's requests (its default model is the Responses API) are accepted as it sends them.
+    A tool-using agent needs tool calling, which LocalLab's Responses API does not have yet."""
+    import asyncio
+
+    import agents
+
+    agents.set_tracing_disabled(True)
+
+    async def run_agent() -> str:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as client:
+            agent = agents.Agent(
+                name="helper",
+                instructions="You answer in one short sentence.",
+                model=agents.OpenAIResponsesModel(model=MODEL, openai_client=client),
+                model_settings=agents.ModelSettings(max_tokens=40, temperature=0),
+            )
+            result = await agents.Runner.run(agent, "What is the capital of France?")
+            return str(result.final_output)
+
+    assert "Paris" in asyncio.run(asyncio.wait_for(run_agent(), 120))
