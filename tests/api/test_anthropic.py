@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from locallab.engines.fake import FakeEngine
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, FakeClock
 
 BODY: dict[str, Any] = {
     "model": "fake-chat",
@@ -165,3 +165,15 @@ def test_pings_keep_a_waiting_stream_alive(make_client: AppFactory, monkeypatch:
     first_delta = names.index("content_block_delta")
     assert names[2:first_delta].count("ping") > 1  # the one after message_start, then while waiting
     assert names[-1] == "message_stop"
+
+
+def test_rate_limit_and_a_full_queue_use_anthropics_error_types(make_client: AppFactory) -> None:
+    limited = make_client(FakeEngine(), clock=FakeClock(), rate_limit_per_minute=1, rate_limit_burst=1)
+    assert limited.post("/v1/messages", json=BODY).status_code == 200
+    refused = limited.post("/v1/messages", json=BODY)
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limit_error"
+    busy = make_client(FakeEngine(parallel=0, max_queue=0)).post(
+        "/v1/messages", json={**BODY, "stream": True}
+    )
+    assert busy.status_code == 503 and busy.json()["error"]["type"] == "overloaded_error"
+    assert "Retry-After" in busy.headers
