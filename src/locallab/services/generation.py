@@ -67,7 +67,6 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     logprobs: tuple[TokenLogprob, ...] = ()
-    stop_sequence: str | None = None  # the stop sequence that ended the answer, when known
 
 
 @dataclass(frozen=True)
@@ -300,6 +299,4 @@ class GenerationService:
                 final = chunk
         if final is None or final.finish_reason is None:
             raise EngineError("The engine ended the generation without a final result.")
-        return Completion(
-            "".join(parts), final.finish_reason, Usage.of(final), tuple(logprobs), final.stop_sequence
-        )
+        return Completion("".join(parts), final.finish_reason, Usage.of(final), tuple(logprobs))

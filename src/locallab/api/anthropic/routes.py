@@ -21,7 +21,7 @@ from locallab.api.routes.docs import errors, sse_ok
 from locallab.api.sse import NamedEvent, named_sse_response
 from locallab.api.state import Services, get_services
 from locallab.engines.base import GenerationChunk, GenerationStream
-from locallab.errors import InvalidRequestError
+from locallab.errors import EngineError, InvalidRequestError
 from locallab.services.generation import Conversation, PreparedGeneration, Prompt, Usage
 from locallab.services.registry import LoadedModel
 
@@ -67,6 +67,18 @@ async def _with_pings(chunks: GenerationStream) -> AsyncIterator[GenerationChunk
         if pending is not None and not pending.done():
             pending.cancel()
             await asyncio.gather(pending, return_exceptions=True)
+
+
+async def _collect(chunks: GenerationStream) -> tuple[str, GenerationChunk]:
+    """The whole answer and its last chunk (which says why it ended, and which stop sequence)."""
+    parts: list[str] = []
+    last: GenerationChunk | None = None
+    async with contextlib.aclosing(chunks):
+        async for last in chunks:
+            parts.append(last.text)
+    if last is None or last.finish_reason is None:
+        raise EngineError("The engine ended the generation without a final result.")
+    return "".join(parts), last
 
 
 def _events(services: Services, prepared: PreparedGeneration, model_id: str) -> AsyncIterator[NamedEvent]:
@@ -115,14 +127,9 @@ async def create_message(
     if body.stream:
         return named_sse_response(_events(services, prepared, model.id), wire.error_event, prepared.headers())
     response.headers.update(prepared.headers())
-    completion = await cancel_on_disconnect(request, services.generation.complete(prepared))
+    text, last = await cancel_on_disconnect(request, _collect(services.generation.start(prepared)))
     return wire.message(
-        wire.message_id(),
-        model.id,
-        completion.text,
-        completion.finish_reason,
-        completion.stop_sequence,
-        completion.usage,
+        wire.message_id(), model.id, text, last.finish_reason, last.stop_sequence, Usage.of(last)
     )
 
 

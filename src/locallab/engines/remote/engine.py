@@ -165,8 +165,8 @@ class RemoteEngine:
                 reader.count("prompt_tokens", 0),
                 reader.count("completion_tokens", reader.events),
                 "time" if timed_out else reader.finish_reason(),
-                cached_tokens=reader.cached_tokens(),
                 stop_sequence=reader.stop_sequence,
+                cached_tokens=reader.cached_tokens(),
             )
         except StreamFailure as failure:
             error = failure.kind

@@ -87,8 +87,8 @@ class StreamReader:
     finish: str | None = None
     tail: str = ""  # text that came with the finish reason
     usage: dict[str, Any] = field(default_factory=dict)
-    done: bool = False  # [DONE] seen
     stop_sequence: str | None = None
+    done: bool = False  # [DONE] seen
 
     def feed(self, line: str) -> str | None:
         """New text of one SSE line, or None (comments, role-only deltas, the end, usage)."""
