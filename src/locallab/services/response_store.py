@@ -65,6 +65,22 @@ def _not_found(response_id: str) -> ResponseNotFoundError:
     )
 
 
+def store_problem(path: Path) -> str | None:
+    """Why the database cannot be used (checked before the server starts), or None. Opening it creates
+    or migrates it."""
+    store = ResponseStore(path)
+    try:
+        store._open()
+    except StoreVersionError as exc:
+        return str(exc)
+    except (OSError, sqlite3.Error) as exc:
+        return f"{path}: {exc}. Set LOCALLAB_DATA_DIR to a directory LocalLab can write."
+    finally:
+        if store._db is not None:
+            store._db.close()
+    return None
+
+
 class ResponseStore:
     def __init__(self, path: Path, retention_days: float = 0.0, clock: Callable[[], float] = time.time):
         self.path = path
