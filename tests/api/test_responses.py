@@ -141,3 +141,12 @@ def test_with_api_keys_a_key_sees_only_its_responses(make_client: AppFactory) ->
     assert client.post("/v1/responses", json=chained, headers=bob).status_code == 404
     assert client.delete(f"/v1/responses/{response_id}", headers=bob).status_code == 404
     assert json.loads(client.get(f"/v1/responses/{response_id}", headers=alice).text)["id"] == response_id
+
+
+def test_a_cut_stream_still_ends_with_response_completed(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"a"] * 10))
+    events = named_events(
+        client.post("/v1/responses", json={**BODY, "stream": True, "max_output_tokens": 2}).text
+    )
+    name, payload = events[-1]
+    assert name == "response.completed" and payload["response"]["status"] == "incomplete"

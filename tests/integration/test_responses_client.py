@@ -57,12 +57,13 @@ def test_stream_events_in_order_and_deltas_equal_the_final_text(oai: openai.Open
     ]  # fmt: skip
     assert kinds[-4:] == [
         "response.output_text.done", "response.content_part.done", "response.output_item.done",
-        "response.incomplete",
+        "response.completed",
     ]  # fmt: skip
     assert [e.sequence_number for e in events] == list(range(len(events)))
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     final = events[-1].response  # type: ignore[union-attr]
-    assert deltas == final.output_text and final.incomplete_details.reason == "max_output_tokens"
+    assert deltas == final.output_text and final.status == "incomplete"
+    assert final.incomplete_details.reason == "max_output_tokens"
 
 
 def test_text_format_json_schema_is_enforced(oai: openai.OpenAI) -> None:
@@ -152,3 +153,11 @@ def test_openai_agents_sdk_runs_an_agent_without_tools(server: Server) -> None:
             return str(result.final_output)
 
     assert "Paris" in asyncio.run(asyncio.wait_for(run_agent(), 120))
+
+
+def test_streaming_helper_builds_the_final_response(oai: openai.OpenAI) -> None:
+    with oai.responses.stream(model=MODEL, input="Say hello.", max_output_tokens=12, temperature=0) as stream:
+        texts = [event.delta for event in stream if event.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(texts) == final.output_text and final.output_text
+    assert oai.responses.retrieve(final.id).output_text == final.output_text

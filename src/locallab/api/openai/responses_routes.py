@@ -78,8 +78,9 @@ def _events(
                     output=[done_item], incomplete=incomplete, used=Usage.of(chunk),
                 )  # fmt: skip
                 await _store(services, body, final, items, owner)
-                kind = "response.completed" if status == "completed" else "response.incomplete"
-                yield event(kind, response=final)
+                # Always response.completed, its status saying "incomplete" when cut: the openai package's
+                # stream helper and the Agents SDK wait for that event alone.
+                yield event("response.completed", response=final)
 
     return events(), event
 
