@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from locallab.config.settings import Settings
 from locallab.services.downloads import DownloadManager
+from locallab.services.embeddings import EmbeddingService
 from locallab.services.generation import GenerationService
 from locallab.services.metrics import Metrics
 from locallab.services.registry import ModelRegistry
@@ -24,6 +25,7 @@ class Services:
     system: SystemInfo
     metrics: Metrics
     downloads: DownloadManager
+    embeddings: EmbeddingService
 
 
 def get_services(request: Request) -> Services:

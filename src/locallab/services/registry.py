@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from locallab.config.catalog import CatalogEntry
+from locallab.config.catalog import CatalogEntry, ConvertedSource
 from locallab.engines.base import Engine
 from locallab.errors import (
     InvalidRequestError,
@@ -26,6 +26,7 @@ from locallab.errors import (
     NoModelLoadedError,
     ServerBusyError,
 )
+from locallab.services.conversion import convert_packaged
 from locallab.services.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -307,6 +308,8 @@ class ModelRegistry:
 
     def _materialize(self, entry: CatalogEntry) -> Path:
         try:
+            if isinstance(entry.source, ConvertedSource):  # converted on first use when not pulled yet
+                return convert_packaged(entry, self._models_dir)
             return entry.source.materialize(self._models_dir)
         except (OSError, ValueError, ImportError) as exc:
             raise ModelLoadError(f"Cannot prepare the file of '{entry.id}': {exc}") from exc
@@ -381,7 +384,7 @@ class ModelRegistry:
         if model_id in self.catalog:
             entry = self.catalog[model_id]
             path = entry.source.path_in(self._models_dir)
-            if path is None:
+            if path is None or not path.exists():
                 raise ModelNotFoundError(f"Model '{model_id}' is not installed; there is nothing to delete.")
             resolved_id = model_id
         else:
