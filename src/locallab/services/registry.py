@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 from locallab.config.catalog import CatalogEntry, ConvertedSource
-from locallab.engines.base import Engine
+from locallab.engines.base import Engine, embeds
+from locallab.engines.gguf import check_gguf_header, is_embedding_model
 from locallab.errors import (
     InvalidRequestError,
     LocalLabError,
@@ -32,6 +33,7 @@ from locallab.services.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 ModelStatus = Literal["ready", "loading", "none"]
+Capability = Literal["completions", "embeddings"]
 
 _CATALOG_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _MAX_PATH = 4096
@@ -400,6 +402,23 @@ class ModelRegistry:
                 + (" Uninstall its package with pip instead." if model_id in self.catalog else "")
             )
         return resolved_id, path
+
+    def capabilities(self, model_id: str, path: Path | None = None) -> list[Capability]:
+        """What a model does: generate text, or make embeddings. From the loaded engine, the catalog,
+        or (a file in the models directory at `path`) the GGUF's own metadata."""
+        loaded = self._loaded.get(model_id)
+        if loaded is not None:
+            makes_vectors = embeds(loaded.engine)
+        elif model_id in self.catalog:
+            makes_vectors = self.catalog[model_id].embedding
+        elif path is not None and path.suffix == ".gguf" and path.is_file():
+            try:
+                makes_vectors = is_embedding_model(check_gguf_header(path))
+            except ModelLoadError:
+                makes_vectors = False
+        else:
+            makes_vectors = False
+        return ["embeddings"] if makes_vectors else ["completions"]
 
     @property
     def models(self) -> list[LoadedModel]:

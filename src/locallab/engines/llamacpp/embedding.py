@@ -74,6 +74,7 @@ class LlamaCppEmbedder:
         self._admission = threading.Lock()
         self._in_flight = 0
         self._active = 0  # requests with inputs in the engine thread's hands (written by it only)
+        self.passes = 0  # llama_decode calls so far (written by the engine thread only)
         self._closing = False
         self._thread = threading.Thread(
             target=self._run, name=f"llama.cpp-embed:{self.info.name}", daemon=True
@@ -165,6 +166,7 @@ class LlamaCppEmbedder:
                     continue
                 placed = self._fill(batch, pending)
                 rc = llama_cpp.llama_decode(native.ctx, batch)
+                self.passes += 1
                 if rc != 0:
                     error = EngineError(f"llama.cpp failed to embed (code {rc}); the request was stopped.")
                     for job in {id(j): j for j, _ in placed}.values():
