@@ -47,6 +47,7 @@ def test_available_lists_catalog_with_installed_and_loaded_flags(make_client: Ap
         "size_bytes",
         "installed",
         "is_loaded",
+        "capabilities",
     }
 
 
