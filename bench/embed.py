@@ -176,6 +176,7 @@ def start_servers(args: argparse.Namespace, gguf: Path, logs: Path) -> list[Serv
         command = [
             sys.executable, "-m", "locallab", "start", "--port", "{port}", "--model", MODEL_ID,
             "--threads", str(args.threads), "--rate-limit-per-minute", "0", "--log-level", "warning",
+            *args.locallab_args.split(),
         ]  # fmt: skip
         env = {"LOCALLAB_MODELS_DIR": str(gguf.parent), "PYTHONPATH": str(ROOT / "src")}
         servers.append(Server("LocalLab", command, env, logs / "locallab.log", MODEL_ID))
@@ -244,6 +245,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each system, alternating; medians")
     parser.add_argument(
         "--llama-server", default=os.environ.get("LLAMA_SERVER", "/work/llama-server/build/bin/llama-server")
+    )
+    parser.add_argument(
+        "--locallab-args", default="", help="extra `locallab start` flags, e.g. '--embedding-sequences 16'"
     )
     parser.add_argument(
         "--skip", nargs="*", default=[],

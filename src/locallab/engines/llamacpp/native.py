@@ -145,6 +145,9 @@ def load_native_model(
             cparams.n_batch = cparams.n_ubatch = max(batch_size, n_ctx_seq)
             cparams.embeddings = True
             cparams.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED  # the model's own
+            # Flash attention skips the masked pairs of different inputs in one batch: measured here,
+            # 64 short sentences a pass ran about 3x faster with it than without.
+            cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
             reason = "; ".join(native_log.recent) or "out of memory?"
