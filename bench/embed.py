@@ -97,7 +97,7 @@ if kind == "sentence-transformers":
 else:
     from llama_cpp import Llama
     model = Llama(source, embedding=True, n_threads=threads, n_threads_batch=threads, n_ctx=512,
-                  n_batch=2048, n_ubatch=2048, verbose=False)
+                  n_batch=512, n_ubatch=512, verbose=False)
     embed = lambda items: np.array(model.embed(items, normalize=True), dtype=np.float32)
 embed(texts[:batch])  # warm-up
 start = time.perf_counter()
@@ -186,10 +186,10 @@ def start_servers(args: argparse.Namespace, gguf: Path, logs: Path) -> list[Serv
             raise SystemExit(
                 f"no llama-server at {binary}: build it (bench/README.md) or pass --skip llama-server"
             )
-        # The same batch as LocalLab's default (2048 tokens in one pass) and enough slots for a batch of 64.
+        # LocalLab's defaults: passes of at most 512 tokens, 16 inputs (slots of 512 tokens each).
         command = [
             str(binary), "-m", str(gguf), "--embeddings", "--port", "{port}", "--threads", str(args.threads),
-            "-c", str(512 * args.batch), "-np", str(args.batch), "-b", "2048", "-ub", "2048", "--no-webui",
+            "-c", str(512 * 16), "-np", "16", "-b", "512", "-ub", "512", "--no-webui",
         ]  # fmt: skip
         env = {"LD_LIBRARY_PATH": str(binary.parent)}
         servers.append(Server("llama-server", command, env, logs / "llama-server.log", MODEL_ID))
