@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -254,6 +255,7 @@ def main() -> None:
         choices=["locallab", "llama-server", "sentence-transformers", "llama-cpp-python"],
     )  # fmt: skip
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on `kill` too
     texts = sentences(args.sentences)
     folder, gguf = prepare_model()
     logs = CACHE / "logs"

@@ -3,6 +3,7 @@ user can act on."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from locallab.api.app import create_app
+from locallab.client import AsyncClient, BadRequestError, Client
 from locallab.config.catalog import CatalogEntry, ConvertedSource
 from locallab.config.settings import Settings
 from locallab.engines.base import Engine
 from locallab.engines.fake import FakeEmbedder, FakeEngine
 from locallab.services.registry import ResolvedModel
-from tests.conftest import wait_until_ready
+from tests.conftest import LiveServerFactory, wait_until_ready
 
 
 @pytest.fixture
@@ -171,3 +173,19 @@ def test_metrics_count_embedding_requests_and_inputs(client: TestClient) -> None
     metrics = client.get("/metrics").text
     assert "locallab_embedding_requests_total 2.0" in metrics
     assert "locallab_embedding_inputs_total 4.0" in metrics
+
+
+def test_python_clients_embed(serve_app: LiveServerFactory) -> None:
+    url = serve_app(FakeEmbedder())  # type: ignore[arg-type]  # every model id is served by the embedder
+
+    async def embed_async() -> dict[str, Any]:
+        async with AsyncClient(url) as client:
+            return await client.embed(["alpha beta", "gamma"], model="fake-chat")
+
+    with Client(url) as client:
+        sync_answer = client.embed("alpha beta", model="fake-chat")
+        with pytest.raises(BadRequestError, match="empty string"):
+            client.embed([""], model="fake-chat")
+    async_answer = asyncio.run(asyncio.wait_for(embed_async(), 30))
+    assert sync_answer["data"][0]["embedding"] == async_answer["data"][0]["embedding"]
+    assert len(async_answer["data"]) == 2
