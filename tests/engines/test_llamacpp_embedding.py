@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from locallab.engines.llamacpp.embedding import LlamaCppEmbedder, load_llamacpp_embedder
-from locallab.errors import InvalidRequestError
+from locallab.errors import EngineError, InvalidRequestError
 from tests.embedding_model import converted_gguf, reference_vectors
 from tests.real_model import run
 
@@ -125,3 +125,21 @@ def test_an_input_longer_than_the_context_is_refused(embedder: LlamaCppEmbedder)
 def test_generation_is_refused(embedder: LlamaCppEmbedder) -> None:
     with pytest.raises(InvalidRequestError, match="embedding model"):
         embedder.generate(None)  # type: ignore[arg-type]
+
+
+def test_close_finishes_admitted_requests_then_refuses_new_ones() -> None:
+    engine = load_llamacpp_embedder(
+        converted_gguf(), context_length=512, threads=2, batch_tokens=512, max_sequences=16
+    )
+
+    async def scenario() -> list[np.ndarray]:
+        tokens = await engine.tokenize_many([f"text number {i}" for i in range(40)])
+        tasks = [asyncio.create_task(engine.embed(tokens)) for _ in range(4)]
+        await asyncio.sleep(0)  # one turn of the loop: every task is admitted and waits for its vectors
+        await engine.close()
+        return await asyncio.gather(*tasks)
+
+    results = run(scenario())
+    assert [r.shape for r in results] == [(40, 384)] * 4
+    with pytest.raises(EngineError, match="unloaded"):
+        run(engine.embed([[101, 102]]))

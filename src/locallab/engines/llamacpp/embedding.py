@@ -126,9 +126,9 @@ class LlamaCppEmbedder:
                     f"The server is busy: {self._in_flight} embedding requests are waiting. Retry shortly."
                 )
             self._in_flight += 1
-        job = _Job(inputs, self.dimensions, asyncio.get_running_loop())
-        try:
+            job = _Job(inputs, self.dimensions, asyncio.get_running_loop())
             self._incoming.put(job)
+        try:
             return await job.future
         finally:
             job.cancelled = True  # a caller that went away frees the batch places of its inputs
@@ -152,12 +152,12 @@ class LlamaCppEmbedder:
             while True:
                 if not pending:
                     self._active = 0
+                    # Jobs are queued under the admission lock, so once closing nothing more arrives.
+                    if self._closing and self._incoming.empty():
+                        return
                     job = self._incoming.get()
-                    if job is None:
-                        if self._closing and self._incoming.empty():
-                            return
-                        continue
-                    pending.append(job)
+                    if job is not None:
+                        pending.append(job)
                 self._drain(pending)
                 for job in [j for j in pending if j.cancelled]:
                     pending.remove(job)
