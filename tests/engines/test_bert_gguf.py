@@ -64,7 +64,7 @@ def test_vocabulary_is_the_wordpiece_vocabulary_in_phantom_space_form(reader: gg
 def test_every_weight_matches_the_safetensors_file(reader: gguf.GGUFReader) -> None:
     weights = open_safetensors(source_folder() / "model.safetensors")
     converted = {t.name: t for t in reader.tensors}
-    assert converted["token_embd.weight"].tensor_type == gguf.GGMLQuantizationType.F16
+    assert converted["token_embd.weight"].tensor_type == gguf.GGMLQuantizationType.F32  # the catalog's
     assert converted["token_embd_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
     assert converted["position_embd.weight"].tensor_type == gguf.GGMLQuantizationType.F32
     pairs = {
@@ -145,3 +145,14 @@ def test_a_failed_conversion_leaves_nothing_in_the_models_directory(
         convert_packaged(entry, models_dir)
     assert not (models_dir / "broken.gguf").exists()
     assert list((models_dir / ".partial").iterdir()) == []
+
+
+def test_f16_keeps_vectors_norms_and_positions_in_f32(tmp_path: Path) -> None:
+    out = tmp_path / "half.gguf"
+    convert_bert_folder(source_folder(), out, name="half", precision="f16")
+    types = {t.name: t.tensor_type for t in gguf.GGUFReader(out).tensors}
+    assert types["token_embd.weight"] == types["blk.0.ffn_up.weight"] == gguf.GGMLQuantizationType.F16
+    f32 = gguf.GGMLQuantizationType.F32
+    assert types["position_embd.weight"] == types["token_types.weight"] == f32
+    assert types["blk.0.attn_q.bias"] == types["blk.0.attn_output_norm.weight"] == f32
+    assert out.stat().st_size < converted_gguf().stat().st_size * 0.6

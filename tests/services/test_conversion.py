@@ -28,7 +28,7 @@ def test_pull_converts_with_progress_then_the_file_is_in_place(tmp_path: Path) -
     converting = [e for e in events if e.status == "converting" and e.total]
     assert converting and converting[-1].completed == converting[-1].total
     final = events[-1]
-    assert final.path == str(tmp_path / "all-minilm-l6-v2.f16.gguf")
+    assert final.path == str(tmp_path / "all-minilm-l6-v2.f32.gguf")
     assert Path(final.path).stat().st_size == entry().size_bytes
     assert final.sha256 and not final.verified
     assert list((tmp_path / ".partial").iterdir()) == []
