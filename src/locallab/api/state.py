@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from locallab.config.settings import Settings
 from locallab.services.downloads import DownloadManager
+from locallab.services.embeddings import EmbeddingService
 from locallab.services.generation import GenerationService
 from locallab.services.metrics import Metrics
 from locallab.services.readiness import ReadinessCheck
@@ -26,6 +27,7 @@ class Services:
     metrics: Metrics
     downloads: DownloadManager
     readiness: ReadinessCheck
+    embeddings: EmbeddingService
 
 
 def get_services(request: Request) -> Services:
