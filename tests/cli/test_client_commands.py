@@ -148,3 +148,15 @@ def test_chat_load_reset_and_multiline(serve_app: LiveServerFactory, tmp_path: P
 def test_client_commands_document_url_and_api_key(command: list[str]) -> None:
     text = _run(*command, "--help").stdout
     assert "--url" in text and "LOCALLAB_URL" in text and "--api-key" in text
+
+
+def test_embed_reads_stdin_lines_and_prints_json(serve_app: LiveServerFactory) -> None:
+    from locallab.engines.fake import FakeEmbedder
+
+    url = serve_app(FakeEmbedder())  # type: ignore[arg-type]
+    out = _run("embed", "--url", url, "--model", "fake-chat", stdin="first text\n\nsecond text\n")
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert [d["index"] for d in answer["data"]] == [0, 1] and len(answer["data"][0]["embedding"]) == 8
+    refused = _run("embed", "--url", url, "--model", "fake-chat", "")
+    assert refused.returncode == 1 and "empty string" in refused.stderr

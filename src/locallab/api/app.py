@@ -22,15 +22,17 @@ from locallab.api.middleware.hosts import HostCheckMiddleware
 from locallab.api.middleware.observe import ObserveMiddleware
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
 from locallab.api.openai import responses_routes
-from locallab.api.routes import generate, models, openai, system, web
+from locallab.api.routes import embeddings, generate, models, openai, system, web
 from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
 from locallab.config.remote import RemoteModelConfig, load_remote_models
 from locallab.config.settings import Settings
 from locallab.engines.base import Engine
+from locallab.engines.gguf import check_gguf_header, is_embedding_model
 from locallab.engines.remote.pool import UpstreamObserver
 from locallab.errors import ModelLoadError
 from locallab.services.downloads import DownloadManager
+from locallab.services.embeddings import EmbeddingService
 from locallab.services.generation import GenerationLimits, GenerationService
 from locallab.services.metrics import Metrics
 from locallab.services.readiness import ReadinessCheck
@@ -60,6 +62,21 @@ def build_engine_loader(
         if model.engine != "llama.cpp":
             raise ModelLoadError(
                 f"Model '{model.id}' needs the {model.engine} engine, which is not available."
+            )
+        if (model.entry is not None and model.entry.embedding) or is_embedding_model(
+            check_gguf_header(model.path)
+        ):
+            from locallab.engines.llamacpp.embedding import load_llamacpp_embedder
+
+            return load_llamacpp_embedder(
+                model.path,
+                context_length=settings.context_length,
+                threads=settings.threads,
+                batch_tokens=settings.embedding_batch_size,
+                max_sequences=settings.embedding_sequences,
+                max_queue=settings.max_queue,
+                probe=model.entry is None,
+                memory_limit_mb=settings.memory_limit_mb,
             )
         from locallab.engines.llamacpp import load_llamacpp_engine
 
@@ -177,6 +194,7 @@ def create_app(
             downloads=DownloadManager(settings.models_dir),
             readiness=readiness,
             responses=responses,
+            embeddings=EmbeddingService(registry, metrics, settings.max_embedding_inputs),
         )
         metrics.watch(
             active=lambda: sum(m.engine.load.active for m in registry.models),
@@ -216,6 +234,7 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(anthropic_routes.router)
     app.include_router(responses_routes.router)
+    app.include_router(embeddings.router)
     app.include_router(web.router)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
     # Added innermost first: a request meets Observe, HostCheck, CORS, Auth, RateLimit, BodyGuard.

@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from locallab.config.settings import Settings
 from locallab.services.downloads import DownloadManager
+from locallab.services.embeddings import EmbeddingService
 from locallab.services.generation import GenerationService
 from locallab.services.metrics import Metrics
 from locallab.services.readiness import ReadinessCheck
@@ -28,6 +29,7 @@ class Services:
     downloads: DownloadManager
     readiness: ReadinessCheck
     responses: ResponseStore
+    embeddings: EmbeddingService
 
 
 def get_services(request: Request) -> Services:

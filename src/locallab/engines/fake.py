@@ -12,6 +12,8 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from locallab.engines.base import (
     EngineLoad,
     FinishReason,
@@ -19,9 +21,10 @@ from locallab.engines.base import (
     GenerationRequest,
     GenerationStream,
     ModelInfo,
+    Vectors,
 )
 from locallab.engines.text import StopMatcher, Utf8Stream
-from locallab.errors import EngineError, ServerBusyError
+from locallab.errors import EngineError, InvalidRequestError, ServerBusyError
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -153,6 +156,55 @@ class FakeEngine:
             if running:
                 self.active -= 1
             release()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeEmbedder:
+    """An embedding engine for tests above the engine layer: a text's tokens are its words (plus a
+    start and an end token) and its vector is a normalised bag of hashed words, so equal texts get
+    equal vectors and texts sharing words lie close together."""
+
+    engine_name = "fake"
+    embeds = True
+
+    def __init__(self, name: str = "fake-embed", *, dimensions: int = 8, context_length: int = 16) -> None:
+        self.info = fake_model_info(name, chat_template=None)
+        self.dimensions = dimensions
+        self._context_length = context_length
+        self._words: dict[str, int] = {}
+        self.calls: list[int] = []  # inputs per embed() call
+        self.closed = False
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def load(self) -> EngineLoad:
+        return EngineLoad(active=0, queued=0, parallel=1)
+
+    async def tokenize(self, text: str) -> list[int]:
+        return [1, *(self._words.setdefault(w, len(self._words) + 3) for w in text.lower().split()), 2]
+
+    async def tokenize_many(self, texts: list[str]) -> list[list[int]]:
+        return [await self.tokenize(t) for t in texts]
+
+    def truncate(self, tokens: list[int], limit: int) -> list[int]:
+        return tokens if len(tokens) <= limit else tokens[: limit - 1] + tokens[-1:]
+
+    def generate(self, request: GenerationRequest) -> GenerationStream:
+        raise InvalidRequestError(f"model: '{self.info.name}' is an embedding model; it makes no text.")
+
+    async def embed(self, inputs: list[list[int]]) -> Vectors:
+        self.calls.append(len(inputs))
+        vectors = np.zeros((len(inputs), self.dimensions), dtype=np.float32)
+        for row, tokens in enumerate(inputs):
+            for token in tokens[1:-1] or tokens:
+                vectors[row, token % self.dimensions] += 1.0
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors
 
     async def close(self) -> None:
         self.closed = True

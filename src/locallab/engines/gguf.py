@@ -182,3 +182,14 @@ def _check(r: _Reader) -> dict[str, MetadataValue]:
                 f"(needs {end} bytes, the file has {r.size}); the file may be truncated."
             )
     return metadata
+
+
+_POOLING_NONE, _POOLING_RANK = 0, 4  # llama.cpp's pooling types that make no sentence vector
+
+
+def is_embedding_model(metadata: dict[str, MetadataValue]) -> bool:
+    """Whether a GGUF's metadata describes an embedding model: one that pools each text into a vector
+    (`<arch>.pooling_type` mean, CLS or last token). Rerankers (rank pooling) are not."""
+    arch = metadata.get("general.architecture")
+    pooling = metadata.get(f"{arch}.pooling_type")
+    return isinstance(pooling, int) and pooling not in (_POOLING_NONE, _POOLING_RANK)

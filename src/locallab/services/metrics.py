@@ -48,6 +48,15 @@ class Metrics:
             buckets=_TOKEN_GAP_BUCKETS,
             registry=r,
         )
+        self.embedding_requests = Counter(
+            "locallab_embedding_requests", "Embedding requests answered.", registry=r
+        )
+        self.embedding_inputs = Counter(
+            "locallab_embedding_inputs", "Texts turned into embedding vectors.", registry=r
+        )
+        self.embedding_tokens = Counter(
+            "locallab_embedding_tokens", "Tokens read by embedding models.", registry=r
+        )
         self.active = Gauge("locallab_requests_active", "Generations holding a slot.", registry=r)
         self.queued = Gauge("locallab_requests_queued", "Generations waiting for a slot.", registry=r)
         self.loaded_models = Gauge("locallab_models_loaded", "Models loaded.", registry=r)

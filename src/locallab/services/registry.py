@@ -15,8 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from locallab.config.catalog import CatalogEntry
-from locallab.engines.base import Engine
+from locallab.config.catalog import CatalogEntry, ConvertedSource
+from locallab.engines.base import Engine, embeds
+from locallab.engines.gguf import check_gguf_header, is_embedding_model
 from locallab.errors import (
     InvalidRequestError,
     LocalLabError,
@@ -26,11 +27,13 @@ from locallab.errors import (
     NoModelLoadedError,
     ServerBusyError,
 )
+from locallab.services.conversion import convert_packaged
 from locallab.services.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 ModelStatus = Literal["ready", "loading", "none"]
+Capability = Literal["completions", "embeddings"]
 
 _CATALOG_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _MAX_PATH = 4096
@@ -307,6 +310,8 @@ class ModelRegistry:
 
     def _materialize(self, entry: CatalogEntry) -> Path:
         try:
+            if isinstance(entry.source, ConvertedSource):  # converted on first use when not pulled yet
+                return convert_packaged(entry, self._models_dir)
             return entry.source.materialize(self._models_dir)
         except (OSError, ValueError, ImportError) as exc:
             raise ModelLoadError(f"Cannot prepare the file of '{entry.id}': {exc}") from exc
@@ -381,7 +386,7 @@ class ModelRegistry:
         if model_id in self.catalog:
             entry = self.catalog[model_id]
             path = entry.source.path_in(self._models_dir)
-            if path is None:
+            if path is None or not path.exists():
                 raise ModelNotFoundError(f"Model '{model_id}' is not installed; there is nothing to delete.")
             resolved_id = model_id
         else:
@@ -397,6 +402,23 @@ class ModelRegistry:
                 + (" Uninstall its package with pip instead." if model_id in self.catalog else "")
             )
         return resolved_id, path
+
+    def capabilities(self, model_id: str, path: Path | None = None) -> list[Capability]:
+        """What a model does: generate text, or make embeddings. From the loaded engine, the catalog,
+        or (a file in the models directory at `path`) the GGUF's own metadata."""
+        loaded = self._loaded.get(model_id)
+        if loaded is not None:
+            makes_vectors = embeds(loaded.engine)
+        elif model_id in self.catalog:
+            makes_vectors = self.catalog[model_id].embedding
+        elif path is not None and path.suffix == ".gguf" and path.is_file():
+            try:
+                makes_vectors = is_embedding_model(check_gguf_header(path))
+            except ModelLoadError:
+                makes_vectors = False
+        else:
+            makes_vectors = False
+        return ["embeddings"] if makes_vectors else ["completions"]
 
     @property
     def models(self) -> list[LoadedModel]:

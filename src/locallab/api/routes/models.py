@@ -125,6 +125,7 @@ async def available_models(request: Request) -> AvailableModelsResponse:
             size_bytes=entry.size_bytes,
             installed=entry.source.path_in(registry.models_dir) is not None,
             is_loaded=registry.is_loaded(entry.id),
+            capabilities=registry.capabilities(entry.id),
         )
         for entry in registry.catalog.values()
     ]
@@ -143,6 +144,7 @@ async def available_models(request: Request) -> AvailableModelsResponse:
                 size_bytes=size_on_disk(path),
                 installed=True,
                 is_loaded=False,
+                capabilities=registry.capabilities(path.name, path),
             )
         )
     for model_id in sorted(registry.remote_ids):
@@ -175,6 +177,7 @@ async def available_models(request: Request) -> AvailableModelsResponse:
                     size_bytes=None if engine == "remote" else info.size_bytes,
                     installed=True,
                     is_loaded=True,
+                    capabilities=registry.capabilities(loaded.id),
                 )
             )
     return AvailableModelsResponse(models=models, current_model=current.id if current else None)

@@ -219,8 +219,15 @@ async def completions(
     }
 
 
-def _model_object(model_id: str, created: int) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": "locallab"}
+def _model_object(model_id: str, created: int, capabilities: list[str]) -> dict[str, Any]:
+    # `capabilities` is LocalLab's: "completions" (chat, completions) or "embeddings" (/v1/embeddings).
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "locallab",
+        "capabilities": capabilities,
+    }
 
 
 @router.get("/models", responses=errors(openai=True), summary="OpenAI-compatible list of models")
@@ -234,7 +241,8 @@ async def list_models(request: Request) -> dict[str, Any]:
     ids += [m.id for m in registry.models if m.id not in ids]
     ids += [i for i in sorted(registry.remote_ids) if i not in ids]
     created = {m.id: int(m.loaded_at.timestamp()) for m in registry.models}
-    return {"object": "list", "data": [_model_object(i, created.get(i, 0)) for i in ids]}
+    data = [_model_object(i, created.get(i, 0), list(registry.capabilities(i))) for i in ids]
+    return {"object": "list", "data": data}
 
 
 @router.get(
@@ -247,4 +255,5 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
     except InvalidRequestError as exc:  # an id that is not even well-formed is simply not a model here
         raise ModelNotFoundError(f"model: no model '{model_id}'.") from exc
     loaded = next((m for m in registry.models if m.id == resolved.id), None)
-    return _model_object(resolved.id, int(loaded.loaded_at.timestamp()) if loaded else 0)
+    created = int(loaded.loaded_at.timestamp()) if loaded else 0
+    return _model_object(resolved.id, created, list(registry.capabilities(resolved.id, resolved.path)))

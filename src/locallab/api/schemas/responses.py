@@ -148,6 +148,10 @@ class CurrentModelResponse(BaseModel):
     is_loaded: Literal[True] = True
 
 
+def _generates_text() -> list[Literal["completions", "embeddings"]]:
+    return ["completions"]
+
+
 class AvailableModel(BaseModel):
     id: str
     name: str
@@ -156,6 +160,10 @@ class AvailableModel(BaseModel):
     size_bytes: int | None
     installed: bool
     is_loaded: bool
+    capabilities: list[Literal["completions", "embeddings"]] = Field(
+        default_factory=_generates_text,
+        description='"completions": generates text (chat, generate); "embeddings": POST /v1/embeddings.',
+    )
 
 
 class AvailableModelsResponse(BaseModel):
