@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from locallab.engines.tools import CallGrammar, ToolCallDelta, ToolUse
+
 FinishReason = Literal["stop", "length", "time"]
 
 
@@ -29,6 +31,7 @@ class SamplingParams:
     json_output: bool = False  # constrain the output to JSON...
     json_schema: dict[str, Any] | None = None  # ...matching this schema (checked by check_json_schema)
     logprobs: int | None = None  # report each token's log-probability and this many alternatives
+    call_grammar: CallGrammar | None = None  # constrain tool calls to their schemas (see CallGrammar)
 
     @property
     def greedy(self) -> bool:
@@ -48,7 +51,8 @@ class GenerationRequest:
     prompt_tokens: list[int]
     sampling: SamplingParams
     prompt: str | None = None
-    messages: tuple[dict[str, str], ...] | None = None
+    messages: tuple[dict[str, Any], ...] | None = None
+    tools: ToolUse | None = None  # for an engine that takes text prompts: tools to forward upstream
 
     @property
     def is_text(self) -> bool:
@@ -74,6 +78,7 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     cached_tokens: int = 0  # prompt tokens whose KV cache was reused from an earlier request
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token of this chunk, when requested
+    tool_calls: tuple[ToolCallDelta, ...] = ()  # calls an upstream parsed itself (the remote engine)
 
 
 @dataclass(frozen=True)
