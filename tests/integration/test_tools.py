@@ -29,7 +29,10 @@ WEATHER = {
                 "days": {"type": "integer", "minimum": 1, "maximum": 7},
                 "where": {
                     "type": "object",
-                    "properties": {"country": {"type": "string", "maxLength": 40}, "zip": {"type": "integer"}},
+                    "properties": {
+                        "country": {"type": "string", "maxLength": 40},
+                        "zip": {"type": "integer"},
+                    },
                     "required": ["country"],
                 },
             },
