@@ -136,6 +136,12 @@ def takes_text_prompts(engine: object) -> bool:
     return getattr(engine, "takes_text_prompts", False) is True
 
 
+def constrains_decoding(engine: object) -> bool:
+    """Whether an engine enforces grammars (JSON schemas, tool calls); one that cannot sets the class
+    attribute `constrains_decoding = False` (the transformers engine), and such requests are refused."""
+    return getattr(engine, "constrains_decoding", True) is not False
+
+
 class Engine(Protocol):
     """A loaded model that turns prompt tokens into text.
 

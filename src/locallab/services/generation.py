@@ -21,6 +21,7 @@ from locallab.engines.base import (
     GenerationStream,
     SamplingParams,
     TokenLogprob,
+    constrains_decoding,
     takes_text_prompts,
 )
 from locallab.engines.json_schema import check_json_schema
@@ -219,6 +220,12 @@ class GenerationService:
             )
         if takes_text_prompts(model.engine):
             return replace(self._prepare_text(model, prompt, sampling, max_tokens), tools=tools)
+        if tools is not None and tools.choice.mode != "none" and not constrains_decoding(model.engine):
+            raise InvalidRequestError(
+                f"tools: the {model.engine.engine_name} engine cannot constrain decoding, so it cannot "
+                "guarantee valid tool calls; use a GGUF model (llama.cpp engine) for tools, or send "
+                "tool_choice 'none'."
+            )
         if tools is not None:
             sampling = replace(sampling, call_grammar=call_grammar(tools, tool_format_of(model)))
         if isinstance(prompt, Conversation):
