@@ -228,3 +228,23 @@ def test_tool_choice_without_tools_is_refused(make_client: AppFactory) -> None:
 def test_a_tool_message_needs_its_call_id(make_client: AppFactory) -> None:
     messages = [{"role": "user", "content": "x"}, {"role": "tool", "content": "42"}]
     assert "messages[1].tool_call_id" in _bad(make_client, {**ASK, "messages": messages})
+
+
+def test_seed_chat_takes_tools_as_an_extension(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine(TWO_CALLS))
+    body = {"messages": ASK["messages"], "tools": [WEATHER, TIME], "tool_choice": "required"}
+    r = client.post("/chat", json=body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Let me check."  # the seed API's content is always text
+    assert [c["function"]["name"] for c in choice["message"]["tool_calls"]] == ["get_weather", "get_time"]
+    events = sse_events(client.post("/chat", json={**body, "stream": True}).text)
+    deltas = [d for e in events[:-1] for d in e["choices"][0]["delta"].get("tool_calls", [])]
+    assert [d["function"]["name"] for d in deltas if "id" in d] == ["get_weather", "get_time"]
+    assert events[-2]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_seed_chat_without_tools_answers_as_before(make_client: AppFactory) -> None:
+    r = make_client(FakeEngine([b"Hi"])).post("/chat", json={"messages": ASK["messages"]})
+    assert r.json()["choices"][0]["message"] == {"role": "assistant", "content": "Hi"}

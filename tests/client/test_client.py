@@ -95,3 +95,15 @@ def test_async_client_mirrors_the_blocking_one(serve_app: LiveServerFactory) -> 
             return plain, streamed, (await client.health())["status"]
 
     assert asyncio.run(use()) == ("Hi!", "Hi!", "healthy")
+
+
+def test_chat_with_tools_returns_the_calls(serve_app: LiveServerFactory) -> None:
+    engine = FakeEngine([b'<tool_call>\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n</tool_call>'])
+    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    with Client(serve_app(engine)) as client:
+        choice = client.chat(USER, tools=[tool], tool_choice="required")["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"] == {
+        "name": "get_time",
+        "arguments": '{"tz": "UTC"}',
+    }

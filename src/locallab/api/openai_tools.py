@@ -1,13 +1,21 @@
-"""OpenAI's wire format for tool calling, mapped onto the tools core (`locallab.services.tools`):
-`tools`/`tool_choice`/`parallel_tool_calls` (and the legacy `functions`/`function_call`) to a ToolUse,
-history messages to neutral ones, and calls back to `message.tool_calls` and streamed
-`delta.tool_calls`."""
+"""OpenAI's wire format for tool calling (the seed /chat takes it too, as an extension), mapped onto
+the tools core (`locallab.services.tools`): `tools`/`tool_choice`/`parallel_tool_calls` (and the legacy
+`functions`/`function_call`) to a ToolUse, history messages to neutral ones, and calls back to
+`message.tool_calls` and streamed `delta.tool_calls`."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
-from locallab.api.schemas.openai import ChatCompletionRequest, ChatMessage, FunctionDefinition
+from locallab.api.schemas.openai import (
+    ChatCompletionRequest,
+    ChatMessage,
+    FunctionDefinition,
+    NamedToolChoice,
+    ToolDefinitionItem,
+)
+from locallab.api.schemas.requests import ChatMessage as SeedChatMessage
 from locallab.engines.tools import ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, ToolUse
 from locallab.errors import InvalidRequestError
 from locallab.services.tools import history_arguments
@@ -33,24 +41,32 @@ def tool_use_of(body: ChatCompletionRequest) -> ToolUse | None:
         else:
             legacy = ToolChoice(call) if isinstance(call, str) else ToolChoice("named", call.name)
         return ToolUse(tuple(_definition(f) for f in body.functions), legacy, parallel=False)
-    if body.tools is None:
-        if body.tool_choice is not None:
+    return tool_use_from(body.tools, body.tool_choice, body.parallel_tool_calls)
+
+
+def tool_use_from(
+    tools: list[ToolDefinitionItem] | None,
+    choice: Literal["none", "auto", "required"] | NamedToolChoice | None,
+    parallel_tool_calls: bool | None,
+) -> ToolUse | None:
+    """`tools`, `tool_choice` and `parallel_tool_calls` in OpenAI's shapes (also the seed /chat's)."""
+    if tools is None:
+        if choice is not None:
             raise InvalidRequestError("tool_choice: set without any tools; add tools or remove tool_choice.")
         return None
-    if not body.tools:
+    if not tools:
         raise InvalidRequestError("tools: the list is empty; add a tool or remove tools.")
-    choice = body.tool_choice
     if choice is None:
         tool_choice = ToolChoice("auto")
     else:
         tool_choice = (
             ToolChoice(choice) if isinstance(choice, str) else ToolChoice("named", choice.function.name)
         )
-    parallel = True if body.parallel_tool_calls is None else body.parallel_tool_calls
-    return ToolUse(tuple(_definition(t.function) for t in body.tools), tool_choice, parallel)
+    parallel = True if parallel_tool_calls is None else parallel_tool_calls
+    return ToolUse(tuple(_definition(t.function) for t in tools), tool_choice, parallel)
 
 
-def neutral_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+def neutral_messages(messages: Sequence[ChatMessage | SeedChatMessage]) -> list[dict[str, Any]]:
     """The history in the tools core's neutral shape; malformed call arguments are a 400 naming them."""
     out: list[dict[str, Any]] = []
     legacy_call = ""  # id given to the latest legacy function_call, for the `function` turn after it
@@ -58,7 +74,8 @@ def neutral_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
         where = f"messages[{i}]"
         role = {"developer": "system", "function": "tool"}.get(m.role, m.role)
         item: dict[str, Any] = {"role": role, "content": m.text()}
-        if (m.tool_calls or m.function_call) and m.role != "assistant":
+        function_call = getattr(m, "function_call", None)  # legacy, OpenAI's route only
+        if (m.tool_calls or function_call) and m.role != "assistant":
             raise InvalidRequestError(f"{where}: only assistant messages carry tool calls.")
         if m.tool_calls:
             item["tool_calls"] = [
@@ -69,18 +86,19 @@ def neutral_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
                 }
                 for j, c in enumerate(m.tool_calls)
             ]
-        elif m.function_call:
+        elif function_call:
             legacy_call = f"call_legacy_{i}"
-            arguments = history_arguments(m.function_call.arguments, f"{where}.function_call")
-            item["tool_calls"] = [{"id": legacy_call, "name": m.function_call.name, "arguments": arguments}]
+            arguments = history_arguments(function_call.arguments, f"{where}.function_call")
+            item["tool_calls"] = [{"id": legacy_call, "name": function_call.name, "arguments": arguments}]
         if m.role == "tool":
             if not m.tool_call_id:
                 raise InvalidRequestError(f"{where}.tool_call_id: required on a tool message.")
             item["tool_call_id"] = m.tool_call_id
         elif m.role == "function":
-            if not m.name:
+            name = getattr(m, "name", None)
+            if not name:
                 raise InvalidRequestError(f"{where}.name: required on a function message.")
-            item["tool_call_id"], item["name"] = legacy_call, m.name
+            item["tool_call_id"], item["name"] = legacy_call, name
         elif m.tool_call_id is not None:
             raise InvalidRequestError(f"{where}.tool_call_id: only tool messages carry one.")
         out.append(item)

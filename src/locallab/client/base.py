@@ -62,7 +62,7 @@ def generate_body(prompt: str, options: Mapping[str, Any], stream: bool) -> dict
 
 
 def chat_body(
-    messages: Sequence[Mapping[str, str]], options: Mapping[str, Any], stream: bool
+    messages: Sequence[Mapping[str, Any]], options: Mapping[str, Any], stream: bool
 ) -> dict[str, Any]:
     return {"messages": [dict(m) for m in messages], **options, "stream": stream}
 
