@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,12 @@ def test_curl_example_answers(command: str, server: Server) -> None:
         assert "locallab_requests_total" in body
     else:
         json.loads(body)
+
+
+def test_the_agent_loop_example_runs(server: Server) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    example = next(b for b in blocks if "An agent loop" in b)
+    code = example.replace("http://127.0.0.1:8000", server.url)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()  # the model's final answer, in text
