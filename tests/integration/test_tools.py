@@ -145,12 +145,23 @@ def test_none_answers_in_text(oai: openai.OpenAI) -> None:
 
 def test_streamed_and_whole_answers_agree_at_temperature_0(oai: openai.OpenAI) -> None:
     whole = oai.chat.completions.create(
-        model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", temperature=0
+        model=MODEL,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
     )
     calls: dict[int, list[str]] = {}
     content, finish = "", None
     with oai.chat.completions.create(
-        model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", temperature=0, stream=True
+        model=MODEL,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        stream=True,
     ) as stream:
         for chunk in stream:
             choice = chunk.choices[0]
