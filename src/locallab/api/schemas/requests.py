@@ -95,7 +95,7 @@ class BatchGenerateRequest(SamplingFields):
 
 class ChatMessage(_Strict):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = ""
+    content: str
     tool_calls: list[ToolCallItem] | None = Field(None, description="Calls the assistant made (as OpenAI's).")
     tool_call_id: str | None = Field(None, description="On a tool message: the call it answers.")
 
