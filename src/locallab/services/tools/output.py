@@ -65,7 +65,3 @@ class ToolOutput:
         if self.relay:
             return "".join(self._relayed_text) or None
         return self._parser.content
-
-    def finish_reason(self, reason: str) -> str:
-        """'tool_calls' when the answer ended normally with calls in it; a cut-off answer stays cut off."""
-        return "tool_calls" if reason == "stop" and self.calls else reason
