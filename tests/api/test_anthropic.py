@@ -10,6 +10,11 @@ import pytest
 from locallab.engines.fake import FakeEngine
 from tests.conftest import AppFactory, FakeClock
 
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather in a city.",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 BODY: dict[str, Any] = {
     "model": "fake-chat",
     "max_tokens": 16,
@@ -114,7 +119,14 @@ def test_count_tokens_uses_the_chat_template(make_client: AppFactory) -> None:
         ({"max_tokens": None}, 400, "invalid_request_error", "max_tokens: this field is required"),
         ({"model": "no-such-model"}, 404, "not_found_error", "no-such-model"),
         ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, 400, "invalid_request_error", "thinking"),
-        ({"tools": [{"name": "f", "input_schema": {}}]}, 400, "invalid_request_error", "tools"),
+        (
+            {"tools": [{"name": "f", "input_schema": {}}], "stream": True},
+            400, "invalid_request_error", "streaming with tools",
+        ),
+        (
+            {"tool_choice": {"type": "tool"}, "tools": [WEATHER]},
+            400, "invalid_request_error", "tool_choice.name",
+        ),
         (
             {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64"}}]}]},
             400, "invalid_request_error", "messages[0].content[0]: image blocks are not supported",
@@ -177,3 +189,50 @@ def test_rate_limit_and_a_full_queue_use_anthropics_error_types(make_client: App
     )
     assert busy.status_code == 503 and busy.json()["error"]["type"] == "overloaded_error"
     assert "Retry-After" in busy.headers
+
+
+def test_tool_calls_come_back_as_tool_use_blocks(make_client: AppFactory) -> None:
+    pieces = [
+        b"Let me check.\n<tool_call>\n",
+        b'{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+    ]
+    engine = FakeEngine(pieces)
+    client = make_client(engine)
+    body = client.post("/v1/messages", json={**BODY, "tools": [WEATHER]}).json()
+    assert body["stop_reason"] == "tool_use"
+    text, call = body["content"]
+    assert text == {"type": "text", "text": "Let me check."}
+    assert call["type"] == "tool_use" and call["name"] == "get_weather" and call["input"] == {"city": "Paris"}
+    assert "get_weather" in engine.prompts[-1]  # the tools are in the prompt
+
+
+def test_forced_tool_choice_reaches_the_engine_as_a_grammar(make_client: AppFactory) -> None:
+    engine = FakeEngine(
+        [b'<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>']
+    )
+    client = make_client(engine)
+    choice = {"type": "tool", "name": "get_weather"}
+    body = client.post("/v1/messages", json={**BODY, "tools": [WEATHER], "tool_choice": choice}).json()
+    assert body["content"][0]["input"] == {"city": "Oslo"} and body["stop_reason"] == "tool_use"
+    assert engine.requests[-1].sampling.call_grammar is not None
+
+
+def test_tool_use_and_tool_result_turns_reach_the_prompt(make_client: AppFactory) -> None:
+    engine = FakeEngine([b"It is sunny."])
+    client = make_client(engine)
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny, 21 C"}],
+        },
+    ]
+    body = client.post("/v1/messages", json={**BODY, "tools": [WEATHER], "messages": messages}).json()
+    assert body["content"] == [{"type": "text", "text": "It is sunny."}] and body["stop_reason"] == "end_turn"
+    assert "sunny, 21 C" in engine.prompts[-1] and '"city": "Paris"' in engine.prompts[-1]

@@ -116,3 +116,60 @@ def test_wrong_x_api_key_raises_authentication_error(start_server: Callable[...,
     with anthropic.Anthropic(base_url=keyed.url, api_key="right-key", max_retries=0) as right:
         assert right.messages.create(model=MODEL, max_tokens=4, messages=ASK).usage.output_tokens > 0
     keyed.stop()
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The current weather in a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+}
+WEATHER_ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.mark.parametrize("choice", [{"type": "tool", "name": "get_weather"}, {"type": "any"}])
+def test_forced_tool_use_has_schema_valid_input(claude: anthropic.Anthropic, choice: dict[str, str]) -> None:
+    import jsonschema
+
+    message = claude.messages.create(
+        model=MODEL,
+        max_tokens=120,
+        messages=WEATHER_ASK,
+        tools=[WEATHER],
+        tool_choice=choice,  # type: ignore[arg-type]
+    )
+    assert message.stop_reason == "tool_use"
+    calls = [block for block in message.content if block.type == "tool_use"]
+    assert calls and calls[0].name == "get_weather"
+    jsonschema.validate(calls[0].input, WEATHER["input_schema"])
+
+
+def test_a_tool_result_turn_is_answered(claude: anthropic.Anthropic) -> None:
+    first = claude.messages.create(
+        model=MODEL, max_tokens=120, messages=WEATHER_ASK, tools=[WEATHER],  # type: ignore[arg-type]
+        tool_choice={"type": "tool", "name": "get_weather"},
+    )  # fmt: skip
+    call = next(block for block in first.content if block.type == "tool_use")
+    second = claude.messages.create(
+        model=MODEL,
+        max_tokens=40,
+        tools=[WEATHER],  # type: ignore[list-item]
+        messages=[
+            *WEATHER_ASK,  # type: ignore[list-item]
+            {"role": "assistant", "content": first.content},  # type: ignore[typeddict-item]
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21 C"}],
+            },
+        ],
+        extra_body={"temperature": 0},
+    )
+    assert second.content and second.content[0].type in ("text", "tool_use")
+    assert second.usage.input_tokens > first.usage.input_tokens

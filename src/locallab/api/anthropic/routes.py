@@ -21,6 +21,7 @@ from locallab.api.routes.docs import errors, sse_ok
 from locallab.api.sse import NamedEvent, named_sse_response
 from locallab.api.state import Services, get_services
 from locallab.engines.base import GenerationChunk, GenerationStream
+from locallab.engines.tools import ToolCallDelta
 from locallab.errors import EngineError, InvalidRequestError
 from locallab.services.generation import Conversation, PreparedGeneration, Prompt, Usage
 from locallab.services.registry import LoadedModel
@@ -35,9 +36,10 @@ async def _prompt(
 ) -> Prompt:
     messages = wire.chat_messages(body)
     prefill = wire.prefill(body.messages)
+    tools = wire.tool_use_of(body)
     if prefill is None:
-        return await services.generation.prompt_for_chat(model, messages)
-    prompt = await services.generation.prompt_for_chat(model, messages[:-1])
+        return await services.generation.prompt_for_chat(model, messages, tools)
+    prompt = await services.generation.prompt_for_chat(model, messages[:-1], tools)
     if isinstance(prompt, Conversation):
         raise InvalidRequestError(
             f"messages: a final assistant message (prefill) is not supported for the remote model "
@@ -69,16 +71,19 @@ async def _with_pings(chunks: GenerationStream) -> AsyncIterator[GenerationChunk
             await asyncio.gather(pending, return_exceptions=True)
 
 
-async def _collect(chunks: GenerationStream) -> tuple[str, GenerationChunk]:
-    """The whole answer and its last chunk (which says why it ended, and which stop sequence)."""
+async def _collect(chunks: GenerationStream) -> tuple[str, GenerationChunk, tuple[ToolCallDelta, ...]]:
+    """The whole answer, its last chunk (which says why it ended, and which stop sequence) and the calls
+    an upstream relayed."""
     parts: list[str] = []
+    calls: list[ToolCallDelta] = []
     last: GenerationChunk | None = None
     async with contextlib.aclosing(chunks):
         async for last in chunks:
             parts.append(last.text)
+            calls.extend(last.tool_calls)
     if last is None or last.finish_reason is None:
         raise EngineError("The engine ended the generation without a final result.")
-    return "".join(parts), last
+    return "".join(parts), last, tuple(calls)
 
 
 def _events(services: Services, prepared: PreparedGeneration, model_id: str) -> AsyncIterator[NamedEvent]:
@@ -122,14 +127,19 @@ async def create_message(
     model = await services.registry.acquire(body.model)
     prompt = await _prompt(services, model, body)
     prepared = await services.generation.prepare(
-        model, prompt, wire.sampling(body), max_tokens=body.max_tokens
+        model, prompt, wire.sampling(body), max_tokens=body.max_tokens, tools=wire.tool_use_of(body)
     )
     if body.stream:
         return named_sse_response(_events(services, prepared, model.id), wire.error_event, prepared.headers())
     response.headers.update(prepared.headers())
-    text, last = await cancel_on_disconnect(request, _collect(services.generation.start(prepared)))
+    text, last, relayed = await cancel_on_disconnect(request, _collect(services.generation.start(prepared)))
+    content = [{"type": "text", "text": text}]
+    tools = prepared.tool_output()
+    if tools is not None:
+        tools.feed_whole(text, relayed)
+        content = wire.content_blocks(tools.content, tools.calls)
     return wire.message(
-        wire.message_id(), model.id, text, last.finish_reason, last.stop_sequence, Usage.of(last)
+        wire.message_id(), model.id, content, last.finish_reason, last.stop_sequence, Usage.of(last)
     )
 
 

@@ -80,14 +80,28 @@ class OutputConfig(StrictBody):
     format: OutputFormat | None = Field(None, description="Structured output: enforced by a JSON grammar.")
 
 
+class Tool(StrictBody):
+    name: str = Field(..., min_length=1, max_length=128)
+    description: str | None = None
+    input_schema: dict[str, Any]
+    type: Literal["custom"] | None = None
+    cache_control: dict[str, Any] | None = Field(None, description="Accepted; LocalLab caches by itself.")
+
+
+class ToolChoiceBody(StrictBody):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
+
+
 class ConversationBody(StrictBody):
     """Fields that /v1/messages and /v1/messages/count_tokens share."""
 
     model: str = Field(..., min_length=1, description="A model id from GET /v1/models.")
     messages: list[Message] = Field(..., min_length=1)
     system: str | list[TextBlock] | None = None
-    tools: list[dict[str, Any]] | None = Field(None, description="Not supported yet: refused with a 400.")
-    tool_choice: dict[str, Any] | None = Field(None, description="Not supported yet: refused with a 400.")
+    tools: list[Tool] | None = Field(None, description="Client tools (name, description, input_schema).")
+    tool_choice: ToolChoiceBody | None = None
     thinking: ThinkingConfig | None = Field(None, description="Refused: no LocalLab model thinks.")
     output_config: OutputConfig | None = None
     cache_control: dict[str, Any] | None = Field(None, description="Accepted; LocalLab caches by itself.")
@@ -96,12 +110,6 @@ class ConversationBody(StrictBody):
     workspace_id: str | None = Field(None, description="Accepted; not used.")
 
     def refuse_unsupported(self) -> None:
-        if self.tools:
-            raise InvalidRequestError(
-                "tools: tool use is not supported by LocalLab yet; remove tools from the request."
-            )
-        if self.tool_choice is not None and self.tool_choice.get("type") != "none":
-            raise InvalidRequestError("tool_choice: tool use is not supported by LocalLab yet.")
         if self.thinking is not None and self.thinking.type != "disabled":
             raise InvalidRequestError(
                 f"thinking: model '{self.model}' does not think (no extended thinking); remove thinking "
@@ -117,11 +125,10 @@ class ConversationBody(StrictBody):
                         f"{where}: {block.type} blocks are not supported: no LocalLab model reads images "
                         "or documents yet; send text."
                     )
-                if isinstance(block, ToolUseBlock | ToolResultBlock):
-                    raise InvalidRequestError(
-                        f"{where}: {block.type} blocks are not supported: LocalLab has no tool use on "
-                        "/v1/messages yet."
-                    )
+                if isinstance(block, ToolUseBlock) and message.role != "assistant":
+                    raise InvalidRequestError(f"{where}: tool_use blocks belong in assistant messages.")
+                if isinstance(block, ToolResultBlock) and message.role != "user":
+                    raise InvalidRequestError(f"{where}: tool_result blocks belong in user messages.")
 
 
 class CountTokensRequest(ConversationBody):
@@ -144,6 +151,10 @@ class MessagesRequest(ConversationBody):
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
+        if self.tools and self.stream:
+            raise InvalidRequestError(
+                "stream: streaming with tools is not supported on /v1/messages yet; send stream false."
+            )
         if self.container is not None:
             raise InvalidRequestError("container: LocalLab runs no code-execution containers; remove it.")
 

@@ -12,13 +12,23 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
-from locallab.api.anthropic.schemas import ConversationBody, Message, MessagesRequest, TextBlock
+from locallab.api.anthropic.schemas import (
+    ConversationBody,
+    Message,
+    MessagesRequest,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
 from locallab.api.errors import anthropic_error
 from locallab.api.sse import NamedEvent
 from locallab.engines.base import FinishReason, SamplingParams
+from locallab.engines.tools import ToolCall, ToolChoice, ToolDefinition, ToolUse
+from locallab.errors import InvalidRequestError
 from locallab.services.generation import Usage
 
 
@@ -28,11 +38,60 @@ def _text(content: str | list[Any]) -> str:
     return "".join(block.text for block in content if isinstance(block, TextBlock))
 
 
-def chat_messages(body: ConversationBody) -> list[dict[str, str]]:
-    """The conversation in the core's shape: role and text per message, the system prompt first."""
-    messages = [{"role": "system", "content": _text(body.system)}] if body.system else []
-    messages += [{"role": m.role, "content": _text(m.content)} for m in body.messages]
+def chat_messages(body: ConversationBody) -> list[dict[str, Any]]:
+    """The conversation in the tools core's neutral shape, the system prompt first: an assistant's
+    `tool_use` blocks become its `tool_calls`, a user's `tool_result` blocks `tool` turns before it."""
+    messages: list[dict[str, Any]] = (
+        [{"role": "system", "content": _text(body.system)}] if body.system else []
+    )
+    for m in body.messages:
+        if isinstance(m.content, str):
+            messages.append({"role": m.role, "content": m.content})
+            continue
+        for block in m.content:
+            if isinstance(block, ToolResultBlock):
+                result = block.content if isinstance(block.content, str) else _text(block.content or [])
+                messages.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": result})
+        calls = [
+            {"id": b.id, "name": b.name, "arguments": b.input}
+            for b in m.content
+            if isinstance(b, ToolUseBlock)
+        ]
+        text = _text(m.content)
+        if calls:
+            messages.append({"role": m.role, "content": text, "tool_calls": calls})
+        elif text or not any(isinstance(b, ToolResultBlock) for b in m.content):
+            messages.append({"role": m.role, "content": text})
     return messages
+
+
+def tool_use_of(body: ConversationBody) -> ToolUse | None:
+    """`tools` and `tool_choice`: auto, any (at least one call), tool (that one), none."""
+    if not body.tools:
+        if body.tool_choice is not None and body.tool_choice.type != "none":
+            raise InvalidRequestError("tool_choice: set without any tools; add tools or remove tool_choice.")
+        return None
+    choice = body.tool_choice
+    if choice is None or choice.type == "auto":
+        mode = ToolChoice("auto")
+    elif choice.type == "any":
+        mode = ToolChoice("required")
+    elif choice.type == "none":
+        mode = ToolChoice("none")
+    else:
+        if not choice.name:
+            raise InvalidRequestError("tool_choice.name: required when type is 'tool'.")
+        mode = ToolChoice("named", choice.name)
+    tools = tuple(ToolDefinition(t.name, t.description or "", t.input_schema) for t in body.tools)
+    return ToolUse(tools, mode, parallel=not (choice is not None and choice.disable_parallel_tool_use))
+
+
+def content_blocks(text: str | None, calls: list[ToolCall]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text or ""}] if text or not calls else []
+    for call in calls:
+        arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+    return blocks
 
 
 def prefill(messages: list[Message]) -> str | None:
@@ -54,7 +113,11 @@ def sampling(body: MessagesRequest) -> SamplingParams:
     )
 
 
-def stop_reason(finish: FinishReason | None, stop_sequence: str | None) -> tuple[str, str | None]:
+def stop_reason(
+    finish: FinishReason | None, stop_sequence: str | None, called: bool = False
+) -> tuple[str, str | None]:
+    if called:
+        return "tool_use", None
     if finish in ("length", "time"):
         return "max_tokens", None
     if stop_sequence is not None:
@@ -69,18 +132,19 @@ def message_id() -> str:
 def message(
     message_id: str,
     model: str,
-    text: str,
+    content: list[dict[str, Any]],
     finish: FinishReason | None,
     stop_sequence: str | None,
     usage: Usage,
 ) -> dict[str, Any]:
-    reason, sequence = stop_reason(finish, stop_sequence)
+    called = any(block["type"] == "tool_use" for block in content)
+    reason, sequence = stop_reason(finish, stop_sequence, called)
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": text}],
+        "content": content,
         "stop_reason": reason,
         "stop_sequence": sequence,
         "usage": _usage(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
