@@ -150,3 +150,48 @@ def test_a_cut_stream_still_ends_with_response_completed(make_client: AppFactory
     )
     name, payload = events[-1]
     assert name == "response.completed" and payload["response"]["status"] == "incomplete"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+CALL = b'<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+def test_function_calls_come_back_as_output_items(make_client: AppFactory) -> None:
+    engine = FakeEngine([CALL])
+    client = make_client(engine)
+    choice = {"type": "function", "name": "get_weather"}
+    body = client.post("/v1/responses", json={**BODY, "tools": [WEATHER_TOOL], "tool_choice": choice}).json()
+    [call] = body["output"]
+    assert call["type"] == "function_call" and call["name"] == "get_weather" and call["call_id"]
+    assert json.loads(call["arguments"]) == {"city": "Paris"} and body["status"] == "completed"
+    assert engine.requests[-1].sampling.call_grammar is not None  # forced: decoded under the grammar
+
+
+def test_function_call_output_turn_and_chain_reach_the_prompt(make_client: AppFactory) -> None:
+    engine = FakeEngine([CALL])
+    client = make_client(engine)
+    first = client.post("/v1/responses", json={**BODY, "tools": [WEATHER_TOOL]}).json()
+    call = first["output"][0]
+    engine.pieces = [b"Sunny."]
+    follow = {
+        **BODY, "tools": [WEATHER_TOOL], "previous_response_id": first["id"],
+        "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": "sunny, 21 C"}],
+    }  # fmt: skip
+    second = client.post("/v1/responses", json=follow).json()
+    assert second["output"][0]["content"][0]["text"] == "Sunny."
+    assert "sunny, 21 C" in engine.prompts[-1] and '"city": "Paris"' in engine.prompts[-1]
+    items = client.get(f"/v1/responses/{second['id']}/input_items").json()["data"]
+    assert items[0]["type"] == "function_call_output" and items[0]["call_id"] == call["call_id"]
+
+
+def test_streaming_with_tools_and_other_tool_types_are_refused(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine())
+    streamed = client.post("/v1/responses", json={**BODY, "tools": [WEATHER_TOOL], "stream": True})
+    assert streamed.status_code == 400 and "streaming with tools" in streamed.json()["error"]["message"]
+    custom = client.post("/v1/responses", json={**BODY, "tools": [{"type": "custom", "name": "x"}]})
+    assert custom.status_code == 400 and "only 'function' tools" in custom.json()["error"]["message"]

@@ -161,3 +161,45 @@ def test_streaming_helper_builds_the_final_response(oai: openai.OpenAI) -> None:
         final = stream.get_final_response()
     assert "".join(texts) == final.output_text and final.output_text
     assert oai.responses.retrieve(final.id).output_text == final.output_text
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The current weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+
+
+def test_forced_function_tool_has_schema_valid_arguments_and_its_output_is_answered(
+    oai: openai.OpenAI,
+) -> None:
+    first = oai.responses.create(
+        model=MODEL,
+        input="What is the weather in Paris?",
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice={"type": "function", "name": "get_weather"},
+        max_output_tokens=120,
+    )
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    jsonschema.validate(json.loads(calls[0].arguments), WEATHER_TOOL["parameters"])
+    second = oai.responses.create(
+        model=MODEL,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "Sunny, 21 C"}],
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        max_output_tokens=40,
+        temperature=0,
+    )
+    assert second.output and second.usage is not None
+    assert second.usage.input_tokens > first.usage.input_tokens  # type: ignore[union-attr]

@@ -106,8 +106,12 @@ async def create_response(
         history = await services.responses.chain(body.previous_response_id, owner)
     sampling = wire.sampling(body)
     model = await services.registry.acquire(body.model)
-    prompt = await services.generation.prompt_for_chat(model, wire.conversation(body, history, items))
-    prepared = await services.generation.prepare(model, prompt, sampling, max_tokens=body.max_output_tokens)
+    tool_use = wire.tool_use_of(body)
+    messages = wire.conversation(body, history, items)
+    prompt = await services.generation.prompt_for_chat(model, messages, tool_use)
+    prepared = await services.generation.prepare(
+        model, prompt, sampling, max_tokens=body.max_output_tokens, tools=tool_use
+    )
     if body.stream:
         events, numbering = _events(services, prepared, body, items, owner)
         return named_sse_response(events, numbering.error, prepared.headers())
@@ -115,10 +119,17 @@ async def create_response(
     created = wire.now()
     completion = await cancel_on_disconnect(request, services.generation.complete(prepared))
     status, incomplete = wire.status_of(completion.finish_reason)
+    output = [wire.output_message(wire.new_id("msg"), completion.text)]
+    tools = prepared.tool_output()
+    if tools is not None:
+        tools.feed_whole(completion.text, completion.tool_calls)
+        output = [wire.output_message(wire.new_id("msg"), tools.content)] if tools.content else []
+        output += wire.function_call_items(tools.calls)
+        if tools.calls:
+            status, incomplete = "completed", None
     result = wire.response_object(
         wire.new_id("resp"), body, model.id, created_at=created, status=status,
-        output=[wire.output_message(wire.new_id("msg"), completion.text)], incomplete=incomplete,
-        used=completion.usage,
+        output=output, incomplete=incomplete, used=completion.usage,
     )  # fmt: skip
     await _store(services, body, result, items, owner)
     return result

@@ -67,12 +67,14 @@ class ResponsesRequest(StrictBody):
                 raise InvalidRequestError(
                     f"tools[{i}]: the built-in tool '{kind}' is not available in LocalLab; remove it."
                 )
-        if self.tools:
+            if kind != "function":
+                raise InvalidRequestError(
+                    f"tools[{i}].type: only 'function' tools are supported (got {kind!r})."
+                )
+        if self.tools and self.stream:
             raise InvalidRequestError(
-                "tools: function tools are not supported by LocalLab's Responses API yet; remove tools."
+                "stream: streaming with tools is not supported on /v1/responses yet; send stream false."
             )
-        if self.tool_choice not in (None, "none", "auto"):
-            raise InvalidRequestError("tool_choice: tools are not supported by LocalLab yet.")
         if self.background:
             raise InvalidRequestError(
                 "background: background responses are not supported; send the request without it "

@@ -19,9 +19,11 @@ from typing import Any
 from locallab.api.openai.responses_schemas import ResponsesRequest
 from locallab.api.sse import NamedEvent
 from locallab.engines.base import FinishReason, SamplingParams
+from locallab.engines.tools import ToolCall, ToolChoice, ToolDefinition, ToolUse
 from locallab.errors import InvalidRequestError
 from locallab.services.generation import Usage
 from locallab.services.response_store import StoredResponse
+from locallab.services.tools import history_arguments
 
 _TEXT_PARTS = ("input_text", "output_text", "text")
 _MEDIA_PARTS = ("input_image", "input_file", "input_audio")
@@ -84,10 +86,26 @@ def input_items(body: ResponsesRequest) -> list[dict[str, Any]]:
         kind = item.get("type", "message" if "role" in item else None)
         if kind == "message":
             items.append(_message_item(i, item))
-        elif kind in ("function_call", "function_call_output"):
-            raise InvalidRequestError(
-                f"input[{i}]: {kind} items are not supported: LocalLab's Responses API has no tools yet."
-            )
+        elif kind == "function_call":
+            for key in ("call_id", "name", "arguments"):
+                if not isinstance(item.get(key), str):
+                    raise InvalidRequestError(
+                        f"input[{i}].{key}: required (a string) on a function_call item."
+                    )
+            history_arguments(item["arguments"], f"input[{i}].arguments")
+            items.append(
+                {"type": "function_call", "id": item.get("id") or new_id("fc"), "call_id": item["call_id"],
+                 "name": item["name"], "arguments": item["arguments"], "status": "completed"}
+            )  # fmt: skip
+        elif kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str) or not isinstance(item.get("output"), str):
+                raise InvalidRequestError(
+                    f"input[{i}]: a function_call_output item needs call_id and output (strings)."
+                )
+            items.append(
+                {"type": "function_call_output", "id": item.get("id") or new_id("fco"),
+                 "call_id": item["call_id"], "output": item["output"], "status": "completed"}
+            )  # fmt: skip
         else:
             raise InvalidRequestError(
                 f"input[{i}].type: {kind!r} items are not supported; send message items "
@@ -96,10 +114,26 @@ def input_items(body: ResponsesRequest) -> list[dict[str, Any]]:
     return items
 
 
-def _messages_of(items: list[dict[str, Any]]) -> list[dict[str, str]]:
-    messages = []
+def _messages_of(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items as the tools core's neutral messages: function calls join the assistant turn before them."""
+    messages: list[dict[str, Any]] = []
     for item in items:
-        if item.get("type") != "message":
+        kind = item.get("type")
+        if kind == "function_call":
+            call = {
+                "id": item["call_id"],
+                "name": item["name"],
+                "arguments": history_arguments(item["arguments"], "input"),
+            }
+            if messages and messages[-1]["role"] == "assistant":
+                messages[-1].setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            continue
+        if kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+            continue
+        if kind != "message":
             continue
         role = "system" if item["role"] == "developer" else item["role"]
         messages.append({"role": role, "content": "".join(p.get("text", "") for p in item["content"])})
@@ -108,7 +142,7 @@ def _messages_of(items: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 def conversation(
     body: ResponsesRequest, history: list[StoredResponse], items: list[dict[str, Any]]
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     messages = [{"role": "system", "content": body.instructions}] if body.instructions else []
     for earlier in history:
         messages += _messages_of(earlier.input_items)
@@ -203,3 +237,44 @@ class EventNumbering:
     def error(self, status: int, detail: str) -> NamedEvent:
         code = "server_error" if status >= 500 else "invalid_request_error"
         return self("error", code=code, message=detail, param=None)
+
+
+def tool_use_of(body: ResponsesRequest) -> ToolUse | None:
+    """Function tools (flat: type, name, description, parameters, strict) and tool_choice."""
+    if not body.tools:
+        if body.tool_choice not in (None, "none", "auto"):
+            raise InvalidRequestError("tool_choice: set without any tools; add tools or remove tool_choice.")
+        return None
+    tools = []
+    for i, tool in enumerate(body.tools):
+        name, parameters = tool.get("name"), tool.get("parameters")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequestError(f"tools[{i}].name: required on a function tool.")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise InvalidRequestError(f"tools[{i}].parameters: must be a JSON schema object.")
+        schema = parameters if parameters is not None else {"type": "object", "properties": {}}
+        tools.append(ToolDefinition(name, str(tool.get("description") or ""), schema))
+    choice = body.tool_choice
+    if choice is None or choice == "auto":
+        mode = ToolChoice("auto")
+    elif choice in ("none", "required"):
+        mode = ToolChoice(choice)  # type: ignore[arg-type]
+    elif (
+        isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str)
+    ):
+        mode = ToolChoice("named", choice["name"])
+    else:
+        raise InvalidRequestError(
+            "tool_choice: 'none', 'auto', 'required' or {'type': 'function', 'name': ...} (built-in tool "
+            "choices are not available)."
+        )
+    parallel = True if body.parallel_tool_calls is None else body.parallel_tool_calls
+    return ToolUse(tuple(tools), mode, parallel)
+
+
+def function_call_items(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"type": "function_call", "id": new_id("fc"), "call_id": c.id, "name": c.name,
+         "arguments": c.arguments or "{}", "status": "completed"}
+        for c in calls
+    ]  # fmt: skip
