@@ -203,3 +203,36 @@ def test_forced_function_tool_has_schema_valid_arguments_and_its_output_is_answe
     )
     assert second.output and second.usage is not None
     assert second.usage.input_tokens > first.usage.input_tokens  # type: ignore[union-attr]
+
+
+def test_openai_agents_sdk_runs_a_one_tool_agent(server: Server) -> None:
+    """A forced tool choice, and the agent stops at the tool's result (the small model would not stop
+    calling it otherwise)."""
+    import asyncio
+
+    import agents
+
+    agents.set_tracing_disabled(True)
+    seen: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        seen.append(city)
+        return f"Sunny in {city}"
+
+    async def run_agent() -> str:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as client:
+            agent = agents.Agent(
+                name="weather",
+                instructions="You answer questions about the weather.",
+                model=agents.OpenAIResponsesModel(model=MODEL, openai_client=client),
+                tools=[get_weather],
+                tool_use_behavior="stop_on_first_tool",
+                model_settings=agents.ModelSettings(tool_choice="get_weather", max_tokens=80),
+            )
+            result = await agents.Runner.run(agent, "What is the weather in Paris?")
+            return str(result.final_output)
+
+    final = asyncio.run(asyncio.wait_for(run_agent(), 120))
+    assert seen and final == f"Sunny in {seen[0]}"
