@@ -42,6 +42,12 @@ def wait_until_ready(client: TestClient, timeout: float = 10.0) -> None:
     raise AssertionError("the model did not finish loading")
 
 
+@pytest.fixture(autouse=True)
+def _data_dir_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps built in tests keep their database (stored responses) in the test's directory."""
+    monkeypatch.setenv("LOCALLAB_DATA_DIR", str(tmp_path / "locallab-data"))
+
+
 @pytest.fixture
 def model_file(tmp_path: Path) -> Path:
     """A file the registry accepts as a model path; the fake loader never parses it."""
@@ -140,12 +146,14 @@ LiveServerFactory = Callable[..., str]
 
 
 @pytest.fixture
-def serve_app(catalog: dict[str, CatalogEntry]) -> Iterator[LiveServerFactory]:
+def serve_app(catalog: dict[str, CatalogEntry], tmp_path: Path) -> Iterator[LiveServerFactory]:
     """Runs the app on a FakeEngine in uvicorn on a free port (real sockets: streaming, disconnects)."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(engine: FakeEngine, **options: Any) -> str:
-        settings = Settings(**{"model": "fake-chat", "rate_limit_per_minute": 0, **options})
+        settings = Settings(
+            **{"model": "fake-chat", "rate_limit_per_minute": 0, "data_dir": tmp_path / "data", **options}
+        )
         app = create_app(settings, engine_loader=lambda path: engine, catalog=catalog)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

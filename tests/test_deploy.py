@@ -61,6 +61,7 @@ def test_dockerfile_is_multi_stage_non_root_and_probes_readiness() -> None:
     assert re.search(r"^USER locallab$", text, flags=re.MULTILINE)
     assert re.search(r"^HEALTHCHECK .*\n.*?/health/ready", text, flags=re.MULTILINE)
     assert 'VOLUME ["/var/lib/locallab/models"]' in text
+    assert 'VOLUME ["/var/lib/locallab/data"]' in text and "LOCALLAB_DATA_DIR=/var/lib/locallab/data" in text
 
 
 def test_compose_file_parses_and_probes_readiness() -> None:

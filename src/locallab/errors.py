@@ -5,6 +5,7 @@ LocalLabError
 │   ├── ContextOverflowError   the prompt does not fit the model's context
 │   └── ChatTemplateError      the model has no usable chat template
 ├── ModelNotFoundError         no catalog entry or file by that id (404)
+├── ResponseNotFoundError      no stored response by that id, or not the caller's (404)
 ├── ModelNotLoadedError        known model, but not the one loaded (409)
 ├── ModelLoadError             a model file that cannot be loaded (400)
 ├── InsufficientStorageError   not enough memory or disk for a model (507)
@@ -43,6 +44,10 @@ class ChatTemplateError(InvalidRequestError):
 
 
 class ModelNotFoundError(LocalLabError):
+    pass
+
+
+class ResponseNotFoundError(LocalLabError):
     pass
 
 

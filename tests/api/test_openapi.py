@@ -30,6 +30,8 @@ def test_schema_has_no_422_and_documents_errors_on_every_route(make_client: AppF
             if int(status) >= 400:
                 ref = response["content"]["application/json"]["schema"]["$ref"]
                 expected = "/OpenAIErrorResponse" if path.startswith("/v1/") else "/ErrorResponse"
+                if path.startswith("/v1/messages"):
+                    expected = "/AnthropicErrorResponse"
                 assert ref.endswith(expected), (path, method, status)
 
 

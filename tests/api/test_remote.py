@@ -83,6 +83,37 @@ def test_chat_goes_upstream_as_messages_in_the_upstreams_template(
     assert r.json()["model"] == "team-model"
 
 
+def test_anthropic_and_responses_apis_reach_a_remote_model(
+    serve_app: LiveServerFactory, front: Front
+) -> None:
+    engine = FakeEngine([b"Hello", b",", b" world"])
+    client = front([serve_app(engine)])
+    body = {
+        "model": "team-model",
+        "max_tokens": 8,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    message = client.post("/v1/messages", json=body)
+    assert message.status_code == 200, message.text
+    assert message.json()["content"] == [{"type": "text", "text": "Hello, world"}]
+    assert message.json()["usage"]["input_tokens"] > 0  # the upstream counted them
+    upstream_prompt = render_chat(
+        CHATML_TEMPLATE, [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    )
+    assert engine.prompts[-1] == upstream_prompt
+    events = client.post("/v1/messages", json={**body, "stream": True}).text
+    assert "event: message_stop" in events and '"text":"Hello"' in events
+    response = client.post("/v1/responses", json={"model": "team-model", "input": "Hi"})
+    assert (
+        response.status_code == 200 and response.json()["output"][0]["content"][0]["text"] == "Hello, world"
+    )
+    counted = client.post(
+        "/v1/messages/count_tokens", json={"model": "team-model", "messages": body["messages"]}
+    )
+    assert counted.status_code == 400 and "counts tokens itself" in counted.json()["error"]["message"]
+
+
 def test_raw_generate_goes_upstream_as_text(serve_app: LiveServerFactory, front: Front) -> None:
     engine = FakeEngine([b" blue", b"."])
     client = front([serve_app(engine)])

@@ -37,7 +37,12 @@ def fuzz_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     catalog: dict[str, CatalogEntry] = catalog_fixture.__wrapped__(tmp_path_factory.mktemp("c"))  # type: ignore[attr-defined]
     engine = FakeEngine([b"ok"] * 3, parallel=64, max_queue=64)
     app = create_app(
-        Settings(model="fake-chat", rate_limit_per_minute=0, allowed_hosts="*"),
+        Settings(
+            model="fake-chat",
+            rate_limit_per_minute=0,
+            allowed_hosts="*",
+            data_dir=tmp_path_factory.mktemp("data"),
+        ),
         engine_loader=lambda path: engine,
         catalog=catalog,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,13 @@ def test_start_on_a_port_in_use_says_so_before_loading_anything(capsys: pytest.C
         assert main(["start", "--port", str(port), "--model", ""]) == 2
     err = capsys.readouterr().err
     assert f"127.0.0.1:{port} is already in use" in err and "--port" in err
+
+
+def test_start_with_an_unusable_data_dir_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    from tests.conftest import free_port
+
+    assert main(["start", "--model", "", "--port", str(free_port()), "--data-dir", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the stored responses database" in err and "LOCALLAB_DATA_DIR" in err

@@ -101,7 +101,7 @@ def test_stop_sequence_cuts_the_text_before_it(subject: Subject) -> None:
     assert len(full) >= 6
     stop = full[len(full) // 2 : len(full) // 2 + 2]
     chunks, cut = run(collect(subject.engine, prompt, max_tokens=40, stop=(stop,)))
-    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].stop_sequence == stop
     assert cut == full[: full.index(stop)]
     assert stop not in "".join(c.text for c in chunks)
 
@@ -109,7 +109,7 @@ def test_stop_sequence_cuts_the_text_before_it(subject: Subject) -> None:
 @MODELS_ONLY
 def test_end_of_turn_token_ends_with_stop_and_is_not_shown(subject: Subject) -> None:
     chunks, text = run(collect(subject.engine, subject.chat("Say OK."), max_tokens=200))
-    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].stop_sequence is None
     assert chunks[-1].completion_tokens < 200
     assert "<|im_end|>" not in text and "<|im_start|>" not in text
 

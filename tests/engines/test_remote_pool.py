@@ -130,3 +130,12 @@ def test_reader_counts_events_when_the_upstream_reports_no_usage() -> None:
 def test_reader_turns_broken_or_failed_events_into_stream_failures(line: str) -> None:
     with pytest.raises(StreamFailure):
         StreamReader(chat=True).feed(line)
+
+
+def test_reader_keeps_the_stop_sequence_a_vllm_upstream_names() -> None:
+    reader = StreamReader(chat=True)
+    reader.feed('data: {"choices":[{"delta":{"content":""},"finish_reason":"stop","stop_reason":"END"}]}')
+    assert reader.finish_reason() == "stop" and reader.stop_sequence == "END"
+    other = StreamReader(chat=True)
+    other.feed('data: {"choices":[{"delta":{},"finish_reason":"stop","stop_reason":128001}]}')  # a token id
+    assert other.stop_sequence is None

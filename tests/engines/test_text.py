@@ -37,6 +37,7 @@ def test_stop_matcher_releases_text_that_turned_out_not_to_stop() -> None:
 def test_stop_matcher_cuts_at_the_earliest_of_several_stops() -> None:
     stops = StopMatcher(("bb", "a"))
     assert stops.feed("xxbbya") == ("xx", True)
+    assert stops.matched == "bb"  # reported as Anthropic's stop_sequence
 
 
 def test_stop_matcher_flush_returns_held_text_at_the_end() -> None:

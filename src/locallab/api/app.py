@@ -14,12 +14,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from locallab import __version__
+from locallab.api.anthropic import routes as anthropic_routes
 from locallab.api.errors import install_error_handlers
 from locallab.api.middleware.auth import AuthMiddleware, KeyStore
 from locallab.api.middleware.body import BodyGuardMiddleware
 from locallab.api.middleware.hosts import HostCheckMiddleware
 from locallab.api.middleware.observe import ObserveMiddleware
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
+from locallab.api.openai import responses_routes
 from locallab.api.routes import embeddings, generate, models, openai, system, web
 from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
@@ -35,6 +37,7 @@ from locallab.services.generation import GenerationLimits, GenerationService
 from locallab.services.metrics import Metrics
 from locallab.services.readiness import ReadinessCheck
 from locallab.services.registry import EngineLoader, ModelRegistry, ResolvedModel
+from locallab.services.response_store import ResponseStore
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo
 
@@ -110,6 +113,12 @@ def _load_transformers(model: ResolvedModel, settings: Settings) -> Engine:
     )
 
 
+async def _prune_stored_responses(store: ResponseStore) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        await store.prune()
+
+
 async def _unload_idle_models(registry: ModelRegistry, keep_alive: float) -> None:
     while True:
         await asyncio.sleep(max(0.05, min(30.0, keep_alive / 4)))
@@ -173,6 +182,8 @@ def create_app(
             metrics=metrics,
         )
         readiness = ReadinessCheck(registry, generation.shutdown, settings.model)
+        responses = ResponseStore(settings.data_path() / "responses.db", settings.response_retention_days)
+        await responses.open()  # migrates the schema and prunes expired responses
         app.state.services = Services(
             settings=settings,
             registry=registry,
@@ -182,6 +193,7 @@ def create_app(
             metrics=metrics,
             downloads=DownloadManager(settings.models_dir),
             readiness=readiness,
+            responses=responses,
             embeddings=EmbeddingService(registry, metrics, settings.max_embedding_inputs),
         )
         metrics.watch(
@@ -192,6 +204,7 @@ def create_app(
         tasks = [
             asyncio.create_task(_unload_idle_models(registry, settings.keep_alive)),
             asyncio.create_task(app.state.services.generation.templates.warm()),
+            asyncio.create_task(_prune_stored_responses(responses)),
         ]
         # A default model that cannot load leaves the server up and not ready (GET /health/ready says why).
         startup = readiness.start()
@@ -206,6 +219,7 @@ def create_app(
             await app.state.services.downloads.close()
             await app.state.services.generation.templates.close()
             await registry.close()
+            await responses.close()
 
     app = FastAPI(
         title="LocalLab",
@@ -218,6 +232,8 @@ def create_app(
     app.include_router(models.router)
     app.include_router(system.router)
     app.include_router(openai.router)
+    app.include_router(anthropic_routes.router)
+    app.include_router(responses_routes.router)
     app.include_router(embeddings.router)
     app.include_router(web.router)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
@@ -239,7 +255,14 @@ def create_app(
             allow_origins=origins,
             allow_credentials="*" not in origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "X-Request-ID",
+                "anthropic-version",
+                "anthropic-beta",
+            ],
         )
     if settings.is_loopback():
         app.add_middleware(HostCheckMiddleware, allowed=settings.host_list())

@@ -28,6 +28,7 @@ from locallab.errors import (
     ModelNotFoundError,
     ModelNotLoadedError,
     NoModelLoadedError,
+    ResponseNotFoundError,
     ServerBusyError,
     ServerShuttingDownError,
     UpstreamError,
@@ -41,6 +42,7 @@ STATUS_FOR: dict[type[LocalLabError], int] = {
     InvalidRequestError: 400,
     ModelLoadError: 400,
     ModelNotFoundError: 404,
+    ResponseNotFoundError: 404,
     ModelNotLoadedError: 409,
     InsufficientStorageError: 507,
     DownloadError: 502,
@@ -73,11 +75,30 @@ _OPENAI_TYPES = {
     413: "invalid_request_error", 429: "rate_limit_error", 502: "upstream_error", 503: "service_unavailable",
 }  # fmt: skip
 _PARAM = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
+ANTHROPIC_PREFIX = "/v1/messages"
+# Anthropic's error types by status: its client raises BadRequestError, AuthenticationError, ... from them.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 405: "invalid_request_error", 409: "invalid_request_error",
+    413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error",
+}  # fmt: skip
+
+
+def anthropic_error(status: int, detail: str) -> dict[str, Any]:
+    """Anthropic's envelope: `{"type": "error", "error": {"type", "message"}}`."""
+    return {
+        "type": "error",
+        "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": detail},
+        "request_id": request_id_var.get(),
+    }
 
 
 def error_payload(path: str, status: int, detail: str) -> dict[str, Any]:
-    """`{"detail"}` on LocalLab's routes; OpenAI's envelope on /v1, so its clients raise typed errors."""
+    """`{"detail"}` on LocalLab's routes; Anthropic's envelope under /v1/messages and OpenAI's elsewhere
+    on /v1, so their clients raise typed errors."""
     request_id = request_id_var.get()
+    if path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/"):
+        return anthropic_error(status, detail)
     if not path.startswith(OPENAI_PREFIX):
         return {"detail": detail, "request_id": request_id}
     match = _PARAM.match(detail)

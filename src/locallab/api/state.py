@@ -13,6 +13,7 @@ from locallab.services.generation import GenerationService
 from locallab.services.metrics import Metrics
 from locallab.services.readiness import ReadinessCheck
 from locallab.services.registry import ModelRegistry
+from locallab.services.response_store import ResponseStore
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo
 
@@ -27,6 +28,7 @@ class Services:
     metrics: Metrics
     downloads: DownloadManager
     readiness: ReadinessCheck
+    responses: ResponseStore
     embeddings: EmbeddingService
 
 

@@ -15,6 +15,7 @@ from locallab.config.catalog import load_catalog
 from locallab.config.settings import Settings
 from locallab.config.tls import tls_problem
 from locallab.logs import configure_logging
+from locallab.services.response_store import store_problem
 
 
 def refusal(settings: Settings) -> str | None:
@@ -32,6 +33,9 @@ def refusal(settings: Settings) -> str | None:
     tls = tls_problem(settings.ssl_certfile, settings.ssl_keyfile)
     if tls is not None:
         return f"cannot serve HTTPS: {tls}"
+    store = store_problem(settings.data_path() / "responses.db")
+    if store is not None:
+        return f"cannot open the stored responses database: {store}"
     if settings.catalog_file is not None:
         try:
             load_catalog(extra=settings.catalog_file)

@@ -41,6 +41,16 @@ class Settings(BaseSettings):
         default_factory=_default_models_dir,
         description="Directory for downloaded models (default: $XDG_DATA_HOME/locallab/models).",
     )
+    data_dir: Path | None = Field(
+        None,
+        description="Directory for LocalLab's own data (the stored responses database, responses.db); "
+        "default: the directory that holds models_dir ($XDG_DATA_HOME/locallab).",
+    )
+    response_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Days a stored response (POST /v1/responses with store) is kept; 0 keeps them forever.",
+    )
     catalog_file: Path | None = Field(
         None,
         description="A TOML file of extra catalog entries (same format as the built-in catalog); its ids "
@@ -167,6 +177,9 @@ class Settings(BaseSettings):
     def _remote_models_file_is_usable(cls, path: Path | None) -> Path | None:
         load_remote_models(path)  # a bad file stops the server at start, with the reason
         return path
+
+    def data_path(self) -> Path:
+        return self.data_dir if self.data_dir is not None else self.models_dir.parent
 
     def key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

@@ -81,6 +81,7 @@ class GenerationChunk:
     cached_tokens: int = 0  # prompt tokens whose KV cache was reused from an earlier request
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token of this chunk, when requested
     tool_calls: tuple[ToolCallDelta, ...] = ()  # calls an upstream parsed itself (the remote engine)
+    stop_sequence: str | None = None  # on the last chunk: the stop sequence that ended it, when known
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ class FakeEngine:
                 if finish is not None:
                     tail = "" if stopped else stops.flush() + utf8.flush()
                     state.finished = True
-                    yield GenerationChunk(text + tail, n_prompt, n, finish)
+                    yield GenerationChunk(text + tail, n_prompt, n, finish, stop_sequence=stops.matched)
                     return
                 if text:
                     yield GenerationChunk(text, n_prompt, n)

@@ -30,6 +30,7 @@ class StopMatcher:
     def __init__(self, stops: tuple[str, ...]) -> None:
         self._stops = tuple(s for s in stops if s)
         self._pending = ""
+        self.matched: str | None = None  # the stop sequence found, once one is
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Returns (text safe to emit, whether a stop sequence was found)."""
@@ -38,7 +39,9 @@ class StopMatcher:
         self._pending += text
         hits = [i for i in (self._pending.find(s) for s in self._stops) if i >= 0]
         if hits:
-            out = self._pending[: min(hits)]
+            first = min(hits)
+            self.matched = next(s for s in self._stops if self._pending.find(s) == first)
+            out = self._pending[:first]
             self._pending = ""
             return out, True
         hold = 0

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from locallab.engines.base import (
@@ -74,7 +75,7 @@ class ThreadedSequence:
         """Emits the text of one accepted token, ending the sequence at a stop sequence, its token
         limit, a full context or its time limit. Returns True when the sequence is finished."""
         if stopped:
-            self.emit(self._chunk(text, "stop"))
+            self.emit(replace(self._chunk(text, "stop"), stop_sequence=self._stops.matched))
             return True
         params = self.request.sampling
         finish: FinishReason | None = None

@@ -206,6 +206,15 @@ class GenerationService:
         messages.append({"role": "user", "content": prompt})
         return await self.prompt_for_chat(model, messages)
 
+    async def count_tokens(self, model: LoadedModel, prompt: Prompt) -> int:
+        """Tokens of a prompt in the model's own tokenizer (a remote model's upstream keeps its own)."""
+        if isinstance(prompt, Conversation) or takes_text_prompts(model.engine):
+            raise InvalidRequestError(
+                f"Model '{model.id}' is served by a remote upstream, which counts tokens itself; LocalLab "
+                "cannot count them here. Send the request and read its usage instead."
+            )
+        return len(await model.engine.tokenize(prompt))
+
     async def prepare(
         self,
         model: LoadedModel,

@@ -6,10 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from locallab.api.schemas.responses import ErrorResponse, OpenAIErrorResponse
+from locallab.api.schemas.responses import AnthropicErrorResponse, ErrorResponse, OpenAIErrorResponse
 
 _DESCRIPTIONS = {
     400: "Bad request: invalid JSON, or a missing, mistyped, unknown or out-of-range field",
+    401: "Missing or invalid API key (when API keys are configured)",
     404: "Unknown model or model file",
     409: "The model is not loaded",
     429: "Rate limit exceeded (see the Retry-After header)",
@@ -20,10 +21,15 @@ _DESCRIPTIONS = {
 }
 
 
-def errors(*statuses: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
-    """Error responses a route documents; `openai=True` for /v1 routes, which use OpenAI's envelope."""
+def errors(*statuses: int, openai: bool = False, anthropic: bool = False) -> dict[int | str, dict[str, Any]]:
+    """Error responses a route documents; `openai=True` for /v1 routes, which use OpenAI's envelope,
+    `anthropic=True` for /v1/messages, which uses Anthropic's."""
     codes = sorted({400, 429, 500, *statuses})
-    body: type[BaseModel] = OpenAIErrorResponse if openai else ErrorResponse
+    body: type[BaseModel] = ErrorResponse
+    if anthropic:
+        body = AnthropicErrorResponse
+    elif openai:
+        body = OpenAIErrorResponse
     return {code: {"model": body, "description": _DESCRIPTIONS[code]} for code in codes}
 
 

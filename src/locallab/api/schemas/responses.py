@@ -34,6 +34,19 @@ class OpenAIErrorResponse(BaseModel):
     error: OpenAIError
 
 
+class AnthropicError(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    """Errors under /v1/messages, in Anthropic's envelope."""
+
+    type: Literal["error"]
+    error: AnthropicError
+    request_id: str
+
+
 class UsageBody(BaseModel):
     prompt_tokens: int
     completion_tokens: int

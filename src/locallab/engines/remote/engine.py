@@ -166,6 +166,7 @@ class RemoteEngine:
                 reader.count("prompt_tokens", 0),
                 reader.count("completion_tokens", reader.events),
                 "time" if timed_out else reader.finish_reason(),
+                stop_sequence=reader.stop_sequence,
                 cached_tokens=reader.cached_tokens(),
                 tool_calls=reader.take_calls(),
             )

@@ -123,6 +123,7 @@ class StreamReader:
     finish: str | None = None
     tail: str = ""  # text that came with the finish reason
     usage: dict[str, Any] = field(default_factory=dict)
+    stop_sequence: str | None = None
     done: bool = False  # [DONE] seen
     calls: list[ToolCallDelta] = field(default_factory=list)  # tool-call pieces not yet taken
     _started_calls: set[int] = field(default_factory=set)
@@ -181,6 +182,9 @@ class StreamReader:
             self.events += 1
         if choice.get("finish_reason"):
             self.finish = str(choice["finish_reason"])
+            # vLLM and llama.cpp's server name the stop sequence that ended the answer
+            matched = choice.get("stop_reason", choice.get("stopping_word"))
+            self.stop_sequence = matched if isinstance(matched, str) and matched else None
             self.tail += text
             return None
         return text or None
