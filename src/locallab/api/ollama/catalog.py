@@ -46,8 +46,13 @@ class ModelDescription:
 
 
 def listed_ids(registry: ModelRegistry) -> list[str]:
-    """Installed catalog models, then loaded ones and remote ones (as GET /v1/models lists them)."""
-    ids = [e.id for e in registry.catalog.values() if e.source.path_in(registry.models_dir) is not None]
+    """Catalog models whose file is on disk now (one assembled or converted on first use is listed once
+    pulled, as Ollama lists pulled models), then loaded ones and remote ones."""
+    ids = []
+    for entry in registry.catalog.values():
+        path = entry.source.path_in(registry.models_dir)
+        if path is not None and path.exists():
+            ids.append(entry.id)
     ids += [m.id for m in registry.models if m.id not in ids]
     ids += [i for i in sorted(registry.remote_ids) if i not in ids]
     return ids
