@@ -101,6 +101,22 @@ def test_root_is_ollama_for_clients_and_the_page_for_browsers(server: Server) ->
     assert page.headers["content-type"].startswith("text/html")
 
 
+def test_langchain_chat_ollama_streams_with_usage(server: Server) -> None:
+    from langchain_ollama import ChatOllama
+
+    chat = ChatOllama(model=MODEL, base_url=server.url, num_predict=16, temperature=0)
+    try:
+        chunks = list(chat.stream("Say hello."))
+        answer = chat.invoke([("system", "Answer briefly."), ("human", "Name a colour.")])
+    finally:
+        chat._client.close()  # ChatOllama never closes its ollama.Client
+    text = "".join(str(c.content) for c in chunks)
+    usage = next(c.usage_metadata for c in reversed(chunks) if c.usage_metadata)
+    assert text.strip() and usage["output_tokens"] > 0 and usage["input_tokens"] > 0
+    assert str(answer.content).strip()
+    assert answer.response_metadata["done_reason"] in ("stop", "length")
+
+
 def test_pull_embed_ps_unload_and_delete(client: ollama.Client) -> None:
     progress = list(client.pull(EMBEDDER, stream=True))
     assert progress[0].status == "pulling manifest" and progress[-1].status == "success"
