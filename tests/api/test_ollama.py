@@ -192,3 +192,18 @@ def test_create_blobs_and_copy_explain_what_to_do_instead(make_client: AppFactor
         client.post("/api/copy", json={"source": "fake-chat", "destination": "mine"}),
     ):
         assert response.status_code == 400 and "LocalLab" in response.json()["error"]
+
+
+def test_full_queue_is_a_503_before_the_stream_starts(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine(parallel=0, max_queue=0))
+    response = client.post("/api/chat", json=CHAT)
+    assert response.status_code == 503 and "busy" in response.json()["error"]
+    assert response.headers["retry-after"]
+
+
+def test_bad_body_is_a_400_naming_the_field(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine())
+    response = client.post("/api/chat", json={"model": "fake-chat", "messages": [{"role": "robot"}]})
+    assert response.status_code == 400 and "messages[0].role" in response.json()["error"]
+    response = client.post("/api/show", json={})
+    assert response.status_code == 400 and "model" in response.json()["error"]
