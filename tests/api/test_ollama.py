@@ -207,3 +207,17 @@ def test_bad_body_is_a_400_naming_the_field(make_client: AppFactory) -> None:
     assert response.status_code == 400 and "messages[0].role" in response.json()["error"]
     response = client.post("/api/show", json={})
     assert response.status_code == 400 and "model" in response.json()["error"]
+
+
+def test_metrics_count_ollama_routes_by_their_own_label(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine())
+    client.post("/api/chat", json=CHAT)
+    client.get("/api/tags")
+    text = client.get("/metrics").text
+    assert 'route="/api/chat"' in text and 'route="/api/tags"' in text
+
+
+def test_negative_seed_means_random(make_client: AppFactory) -> None:
+    engine = FakeEngine()
+    make_client(engine).post("/api/chat", json={**CHAT, "options": {"seed": -1}})
+    assert engine.requests[-1].sampling.seed is None

@@ -6,6 +6,7 @@
   temperature, top_p, top_k, seed, stop, presence_penalty, frequency_penalty -> the same sampling
   fields; repeat_penalty -> repetition_penalty; temperature 0 -> greedy. Absent ones take Ollama's
   defaults (temperature 0.8, top_p 0.9, top_k 40), so a client sees what it would see from Ollama.
+- options.seed: negative -> random (no seed); above 2**32 - 2 -> taken modulo 2**32 - 1.
 - options.num_ctx: at most the context the model was loaded with (else 400); it bounds prompt + answer.
 - format "json" -> JSON grammar; a schema -> the same grammar path as OpenAI's response_format.
 - keep_alive: seconds or a Go duration ("5m", "1h30m"); negative = forever; 0 = unload after this.
@@ -96,8 +97,11 @@ def sampling(options: Options | None, fmt: Format) -> SamplingParams:
     stops = (o.stop,) if isinstance(o.stop, str) else tuple(o.stop or ())
     if any(not s for s in stops):
         raise InvalidRequestError("options.stop: stop sequences must not be empty.")
-    if o.seed is not None and not 0 <= o.seed <= 2**32 - 2:
-        o = o.model_copy(update={"seed": o.seed % (2**32 - 1)})  # Ollama takes any int (-1: random)
+    seed = o.seed
+    if seed is not None and seed < 0:
+        seed = None  # Ollama's -1: a random seed
+    elif seed is not None and seed > 2**32 - 2:
+        seed %= 2**32 - 1  # Ollama takes any int; llama.cpp's sampler seeds are 32-bit
     return SamplingParams(
         max_tokens=1,  # the generation service sets the real limit (max_tokens below)
         temperature=temperature,
@@ -105,7 +109,7 @@ def sampling(options: Options | None, fmt: Format) -> SamplingParams:
         top_k=int(DEFAULTS["top_k"]) if o.top_k is None else o.top_k,
         repetition_penalty=1.0 if o.repeat_penalty is None else o.repeat_penalty,
         do_sample=temperature > 0,
-        seed=o.seed,
+        seed=seed,
         stop=stops,
         presence_penalty=o.presence_penalty or 0.0,
         frequency_penalty=o.frequency_penalty or 0.0,
