@@ -107,7 +107,12 @@ async def copy(body: CopyRequest, request: Request) -> Response:
     )
 
 
-def _pull_lines(progress: AsyncIterator[PullProgress], name: str) -> AsyncIterator[dict[str, Any]]:
+def _pull_lines(
+    progress: AsyncIterator[PullProgress], name: str, expected_sha256: str | None
+) -> AsyncIterator[dict[str, Any]]:
+    # `digest` only where the file's sha256 is known before the download (the catalog's)
+    digest = {"digest": f"sha256:{expected_sha256}"} if expected_sha256 else {}
+
     async def lines() -> AsyncIterator[dict[str, Any]]:
         yield {"status": "pulling manifest"}
         last_status = None
@@ -122,7 +127,7 @@ def _pull_lines(progress: AsyncIterator[PullProgress], name: str) -> AsyncIterat
             if item.status == "downloading" and last_status == "downloading":
                 await asyncio.sleep(0.05)  # at most ~20 progress lines a second
             last_status = item.status
-            line: dict[str, Any] = {"status": f"pulling {name}", "completed": item.completed}
+            line: dict[str, Any] = {"status": f"pulling {name}", **digest, "completed": item.completed}
             if item.total is not None:
                 line["total"] = item.total
             if item.status != "downloading":
@@ -152,7 +157,7 @@ async def pull(body: PullRequest, request: Request) -> Response:
         raise ModelNotFoundError(f"model '{name}' not found. {exc.detail}") from exc
     job = services.downloads.start(target)
     if body.stream:
-        return ndjson_response(_pull_lines(services.downloads.watch(job), name))
+        return ndjson_response(_pull_lines(services.downloads.watch(job), name, target.sha256))
     final = await services.downloads.outcome(job)
     if final.status != "success":
         raise final.error or DownloadError(final.detail or "The download failed.")
