@@ -221,3 +221,15 @@ def test_negative_seed_means_random(make_client: AppFactory) -> None:
     engine = FakeEngine()
     make_client(engine).post("/api/chat", json={**CHAT, "options": {"seed": -1}})
     assert engine.requests[-1].sampling.seed is None
+
+
+@pytest.mark.parametrize(
+    ("name", "local"),
+    [("hf.co/owner/Repo-GGUF:Q4_K_M", "owner--Repo-GGUF--Q4_K_M.gguf"),
+     ("hf.co/owner/repo", "owner--repo--latest.gguf"), ("huggingface.co/o/r:latest", "o--r--latest.gguf")],
+)  # fmt: skip
+def test_hub_names_map_onto_the_file_pull_writes_and_back(name: str, local: str) -> None:
+    assert wire.model_id(name) == local
+    assert wire.ollama_name(local) == name.replace("huggingface.co", "hf.co").split(":")[0] + (
+        ":" + (name.split(":")[1] if ":" in name else "latest")
+    )

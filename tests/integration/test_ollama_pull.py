@@ -65,3 +65,21 @@ source = {{ repo = "{REPO}", file = "{FILE}" }}
         assert listed["smollm2-hub:latest"].digest == sha
         answer = client.generate(model="smollm2-hub", prompt="Hi", options={"num_predict": 4})
         assert answer.response and answer.done
+
+
+def test_hf_co_name_pulls_the_file_of_that_quantization_and_answers(
+    start_server: Callable[..., Server], hub_url: str
+) -> None:
+    server = start_server(LOCALLAB_RATE_LIMIT_PER_MINUTE="0", HF_ENDPOINT=hub_url)
+    name = f"hf.co/{REPO}:Q4_1"
+    with ollama.Client(host=server.url, timeout=120) as client:
+        progress = list(client.pull(name, stream=True))
+        assert progress[-1].status == "success"
+        assert name in [m.model for m in client.list().models]
+        answer = client.chat(
+            model=name, messages=[{"role": "user", "content": "Hi"}], options={"num_predict": 4}
+        )
+        assert answer.model == name and answer.message.content
+        with pytest.raises(ollama.ResponseError) as missing:
+            client.pull(f"hf.co/{REPO}:Q8_0")
+        assert missing.value.status_code == 404 and FILE in missing.value.error

@@ -53,6 +53,7 @@ def listed_ids(registry: ModelRegistry) -> list[str]:
         path = entry.source.path_in(registry.models_dir)
         if path is not None and path.exists():
             ids.append(entry.id)
+    ids += [str(p) for p in registry.downloaded_files() if p.suffix == ".gguf"]  # hf:// and hf.co pulls
     ids += [m.id for m in registry.models if m.id not in ids]
     ids += [i for i in sorted(registry.remote_ids) if i not in ids]
     return ids
@@ -100,7 +101,11 @@ def describe(registry: ModelRegistry, model_id: str) -> ModelDescription:
         "parameter_size": parameter_size,
         "quantization_level": quantization,
     }
-    return ModelDescription(wire.ollama_name(resolved.id), size, digest, mtime, details, metadata, path)
+    # a file pulled into the models directory by name is listed by its name there (or its hf.co name)
+    models_dir = registry.models_dir.expanduser().resolve()
+    by_file = path is not None and entry is None and path.parent == models_dir
+    name = wire.ollama_name(path.name if path is not None and by_file else resolved.id)
+    return ModelDescription(name, size, digest, mtime, details, metadata, path)
 
 
 def show(registry: ModelRegistry, name: str) -> dict[str, Any]:

@@ -29,7 +29,13 @@ from locallab.api.ollama.schemas import (
 )
 from locallab.api.state import get_services
 from locallab.errors import DownloadError, InvalidRequestError, ModelNotFoundError
-from locallab.services.downloads import PullProgress, parse_target
+from locallab.services.downloads import (
+    PullProgress,
+    PullTarget,
+    Target,
+    gguf_for_quantization,
+    parse_target,
+)
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
@@ -141,20 +147,22 @@ def _pull_lines(
     "/pull",
     response_model=None,
     responses={**ndjson_ok("Progress lines, the last {'status': 'success'}"), **errors(404, 502, 507)},
-    summary="Ollama: download a catalog model or a Hub file (hf://owner/repo/file.gguf)",
+    summary="Ollama: download a catalog model, hf.co/owner/repo:quant, or hf://owner/repo/file.gguf",
 )
 async def pull(body: PullRequest, request: Request) -> Response:
     services = get_services(request)
     name = body.ref()
-    if name.startswith(("hf.co/", "huggingface.co/")):
-        raise InvalidRequestError(
-            f"model: '{name}' names a Hub repository by quantization, which LocalLab cannot pick a file "
-            "from yet; pull the file itself as hf://owner/repo/file.gguf."
-        )
-    try:
-        target = parse_target(wire.model_id(name), services.registry.catalog)
-    except ModelNotFoundError as exc:
-        raise ModelNotFoundError(f"model '{name}' not found. {exc.detail}") from exc
+    hub = wire.hub_name(name)
+    target: Target
+    if hub is not None:  # Ollama's `hf.co/owner/repo:quant`: the repository's file for that quantization
+        repo, quant = hub
+        file = await asyncio.to_thread(gguf_for_quantization, repo, quant)
+        target = PullTarget(wire.hub_file(name), repo, file, local_file=wire.hub_file(name))
+    else:
+        try:
+            target = parse_target(wire.model_id(name), services.registry.catalog)
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"model '{name}' not found. {exc.detail}") from exc
     job = services.downloads.start(target)
     if body.stream:
         return ndjson_response(_pull_lines(services.downloads.watch(job), name, target.sha256))

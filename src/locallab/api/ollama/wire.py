@@ -1,6 +1,7 @@
 """Ollama's wire format <-> LocalLab's core: what each Ollama field and option becomes.
 
 - Model names: Ollama's `name[:tag]` -> our id: lowercased, `:latest` dropped (`x` = `x:latest`).
+  `hf.co/owner/repo:quant` -> the file `owner--repo--quant.gguf` that /api/pull writes for it.
   Answers echo the name the client sent; lists show `id:latest`.
 - options.num_predict -> max_tokens (-1 or -2, "until the context is full": the server's cap);
   temperature, top_p, top_k, seed, stop, presence_penalty, frequency_penalty -> the same sampling
@@ -41,9 +42,33 @@ FOREVER = math.inf
 LATEST = ":latest"
 
 
+HUB_NAME = re.compile(r"^(?:hf\.co|huggingface\.co)/([\w.-]+)/([\w.-]+)(?::([\w.-]+))?$")
+_HUB_FILE = re.compile(r"^([\w.-]+?)--([\w.-]+?)--([\w.-]+)\.gguf$")
+
+
+def hub_name(name: str) -> tuple[str, str | None] | None:
+    """("owner/repo", quantization or None) for Ollama's `hf.co/owner/repo[:quant]` names."""
+    match = HUB_NAME.match(name.strip())
+    if match is None:
+        return None
+    tag = match.group(3)
+    return f"{match.group(1)}/{match.group(2)}", None if tag in (None, "latest") else tag
+
+
+def hub_file(name: str) -> str:
+    """The models directory's file for an `hf.co/owner/repo[:quant]` name (what /api/pull writes)."""
+    found = hub_name(name)
+    assert found is not None
+    repo, quant = found
+    return f"{repo.replace('/', '--')}--{quant or 'latest'}.gguf"
+
+
 def model_id(name: str) -> str:
-    """Our id for an Ollama model name. Paths (a '/' or a .gguf file) pass through unchanged."""
+    """Our id for an Ollama model name. `hf.co/owner/repo:quant` -> the file /api/pull wrote for it;
+    other paths (a '/' or a .gguf file) pass through unchanged."""
     name = name.strip()
+    if hub_name(name) is not None:
+        return hub_file(name)
     if "/" in name or "\\" in name or name.lower().endswith(".gguf"):
         return name
     name = name.lower()
@@ -51,6 +76,9 @@ def model_id(name: str) -> str:
 
 
 def ollama_name(model_id: str) -> str:
+    hub = _HUB_FILE.match(model_id)
+    if hub is not None:
+        return f"hf.co/{hub.group(1)}/{hub.group(2)}:{hub.group(3)}"
     return model_id if ":" in model_id or "/" in model_id else model_id + LATEST
 
 
