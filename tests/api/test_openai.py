@@ -97,7 +97,7 @@ def test_models_list_and_lookup(make_client: AppFactory) -> None:
     ("path", "extra", "param"),
     [
         ("/v1/chat/completions", {"n": 2}, "n"),
-        ("/v1/chat/completions", {"tools": [{"type": "function"}]}, "tools"),
+        ("/v1/completions", {"tools": [{"type": "function"}]}, "tools"),
         ("/v1/chat/completions", {"logit_bias": {"1": 5}}, "logit_bias"),
         ("/v1/chat/completions", {"temperature": 3}, "temperature"),
         ("/v1/chat/completions", {"top_logprobs": 2}, "top_logprobs"),
@@ -124,7 +124,7 @@ def test_parameters_we_cannot_honour_are_refused_by_name(
 
 
 def test_unsupported_schema_keyword_is_refused_by_name(make_client: AppFactory) -> None:
-    schema = {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0}}}
+    schema = {"type": "object", "properties": {"age": {"type": "number", "minimum": 0}}}
     body = {
         **CHAT,
         "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},

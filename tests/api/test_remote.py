@@ -286,3 +286,37 @@ def test_configured_remote_models_are_listed_before_they_load(
         listed = {m["id"]: m for m in client.get("/models/available").json()["models"]}
         assert listed["team-model"]["is_loaded"] is True
         assert [m["id"] for m in client.get("/models/available").json()["models"]].count("team-model") == 1
+
+
+def test_tools_go_upstream_and_its_calls_come_back(serve_app: LiveServerFactory, front: Front) -> None:
+    markup = b'<tool_call>\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n</tool_call>'
+    engine = FakeEngine([markup[:20], markup[20:]])
+    client = front([serve_app(engine)])
+    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    history = [
+        {"role": "user", "content": "Time?"},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "noon"},
+        {"role": "user", "content": "And now?"},
+    ]
+    body = {"model": "team-model", "messages": history, "tools": [tool], "tool_choice": "required"}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in choice["message"]["tool_calls"]] == [
+        ("get_time", '{"tz": "UTC"}')
+    ]
+    sent = engine.requests[-1].sampling.call_grammar  # the upstream got the tools and the choice
+    assert sent is not None and not sent.triggers
+    assert "<tool_response>\nnoon\n</tool_response>" in engine.prompts[-1]  # and the history
+    events = sse_events(client.post("/v1/chat/completions", json={**body, "stream": True}).text)
+    deltas = [d for e in events[:-1] if e["choices"] for d in e["choices"][0]["delta"].get("tool_calls", [])]
+    assert deltas[0]["function"]["name"] == "get_time" and deltas[0]["id"].startswith("call_")
+    assert "".join(d["function"]["arguments"] for d in deltas) == '{"tz": "UTC"}'
+    assert [e["choices"][0]["finish_reason"] for e in events[:-1] if e["choices"]][-1] == "tool_calls"

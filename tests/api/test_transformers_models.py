@@ -76,6 +76,10 @@ def test_structured_output_and_logprobs_are_refused_by_name(client: TestClient) 
     model = client.get("/models/current").json()["id"]
     r = client.post("/v1/chat/completions", json={"model": model, "messages": messages, "logprobs": True})
     assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs"
+    tool = {"type": "function", "function": {"name": "get_time"}}
+    r = client.post("/v1/chat/completions", json={"model": model, "messages": messages, "tools": [tool]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools", r.text
+    assert "cannot constrain decoding" in r.json()["error"]["message"]
 
 
 def test_without_the_extra_a_folder_gets_a_400_naming_the_install(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +60,15 @@ def test_models_and_status(serve_app: LiveServerFactory) -> None:
     assert status["ready"] == "ready"
 
 
+def _pythonpath() -> dict[str, str]:
+    """The sources under test, when they are not the installed ones (PYTHONPATH=src)."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
 def _chat(url: str, *extra: str) -> pexpect.spawn:
     child = pexpect.spawn(
         sys.executable, ["-m", "locallab", "chat", "--url", url, *extra], encoding="utf-8", timeout=20,
-        env={"TERM": "dumb", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
+        env={"TERM": "dumb", "NO_COLOR": "1", "PATH": "/usr/bin:/bin", **_pythonpath()},
     )  # fmt: skip
     child.expect(">>> ")
     return child
@@ -160,3 +166,25 @@ def test_embed_reads_stdin_lines_and_prints_json(serve_app: LiveServerFactory) -
     assert [d["index"] for d in answer["data"]] == [0, 1] and len(answer["data"][0]["embedding"]) == 8
     refused = _run("embed", "--url", url, "--model", "fake-chat", "")
     assert refused.returncode == 1 and "empty string" in refused.stderr
+
+
+def test_chat_with_tools_shows_calls_and_sends_their_results(
+    serve_app: LiveServerFactory, tmp_path: Path
+) -> None:
+    engine = FakeEngine([b'<tool_call>\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n</tool_call>'])
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "function", "function": {"name": "get_time"}}]))
+    child = _chat(serve_app(engine), "--tools", str(tools))
+    child.sendline("What time is it?")
+    child.expect_exact('call get_time({"tz": "UTC"})')
+    child.expect_exact("result of get_time> ")
+    child.sendline("noon")
+    child.expect_exact("result of get_time> ")  # this fake model calls again, whatever it is told
+    assert "<tool_response>\nnoon\n</tool_response>" in engine.prompts[-1]
+    child.sendintr()
+    child.expect(r"\[stopped\]")
+    child.expect(">>> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

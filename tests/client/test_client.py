@@ -105,3 +105,15 @@ def test_ready_raises_with_the_reason_when_the_server_is_not_ready(serve_app: Li
         client._request("POST", "/models/unload", {"model_id": "fake-chat"})
         with pytest.raises(ServiceUnavailableError, match="unloaded"):
             client.ready()
+
+
+def test_chat_with_tools_returns_the_calls(serve_app: LiveServerFactory) -> None:
+    engine = FakeEngine([b'<tool_call>\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n</tool_call>'])
+    tool = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
+    with Client(serve_app(engine)) as client:
+        choice = client.chat(USER, tools=[tool], tool_choice="required")["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"] == {
+        "name": "get_time",
+        "arguments": '{"tz": "UTC"}',
+    }

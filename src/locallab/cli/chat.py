@@ -2,6 +2,9 @@
 
 Ctrl-C stops the answer being written (the server cancels the generation) and keeps the session;
 Ctrl-D or /exit ends it. A line ending in a backslash continues on the next line.
+
+With tools (`--tools FILE`, OpenAI function definitions as JSON), an answer that calls tools is shown
+as `call name({...})` lines, and the user types each call's result, which goes back to the model.
 """
 
 from __future__ import annotations
@@ -35,15 +38,17 @@ class ChatSession:
         options: dict[str, Any],
         read_line: Callable[[str], str] = input,
         system: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
         self.console = console
         self.options = options
         self.read_line = read_line
         self.system = system
-        self.history: list[dict[str, str]] = []
+        self.tools = tools
+        self.history: list[dict[str, Any]] = []
 
-    def messages(self) -> list[dict[str, str]]:
+    def messages(self) -> list[dict[str, Any]]:
         prefix = [{"role": "system", "content": self.system}] if self.system else []
         return prefix + self.history
 
@@ -79,6 +84,9 @@ class ChatSession:
         return "\n".join(lines)
 
     def _answer(self, text: str) -> None:
+        if self.tools:
+            self._answer_with_tools(text)
+            return
         self.history.append({"role": "user", "content": text})
         parts: list[str] = []
         stream = self.client.stream_chat(self.messages(), **self.options)
@@ -99,6 +107,36 @@ class ChatSession:
             if close is not None:
                 close()  # ends the HTTP stream: the server frees the generation
         self.history.append({"role": "assistant", "content": "".join(parts)})
+
+    def _answer_with_tools(self, text: str) -> None:
+        """Whole answers (not streamed): each call is shown, and its result asked for, until the model
+        answers in text."""
+        turn = len(self.history)
+        self.history.append({"role": "user", "content": text})
+        try:
+            while True:
+                choice = self.client.chat(self.messages(), tools=self.tools, **self.options)["choices"][0]
+                message = choice["message"]
+                if message.get("content"):
+                    self.console.out(message["content"], highlight=False)
+                calls = message.get("tool_calls") or []
+                self.history.append({"role": "assistant", "content": message.get("content") or "", **(
+                    {"tool_calls": calls} if calls else {}
+                )})  # fmt: skip
+                if not calls:
+                    return
+                for call in calls:
+                    function = call["function"]
+                    self.console.print(
+                        f"call {function['name']}({function['arguments']})", style="cyan", markup=False
+                    )
+                    result = self.read_line(f"result of {function['name']}> ")
+                    self.history.append({"role": "tool", "tool_call_id": call["id"], "content": result})
+        except KeyboardInterrupt:
+            self.console.print("\n[stopped]", style="yellow", markup=False)
+        except LocalLabClientError as exc:
+            self.console.print(f"\n[red]error:[/red] {exc.detail}", highlight=False)
+            del self.history[turn:]
 
     def _command(self, line: str) -> str | None:
         name, _, arg = line.partition(" ")

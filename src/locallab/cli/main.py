@@ -5,6 +5,7 @@ $LOCALLAB_URL or http://127.0.0.1:8000)."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import types
 import typing
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_flags(chat)
     _add_sampling_flags(chat)
     chat.add_argument("--system", default=None, help="System prompt")
+    chat.add_argument(
+        "--tools",
+        type=Path,
+        default=None,
+        help="A JSON file with a list of tools (OpenAI function definitions) the model may call",
+    )
 
     generate = commands.add_parser(
         "generate", help="Answer one prompt (or stdin) and print the text.", description="Prints plain text."
@@ -170,7 +177,9 @@ def _run_client_command(args: argparse.Namespace) -> int:
 
                 from locallab.cli.chat import ChatSession
 
-                return ChatSession(client, Console(), _sampling_options(args), system=args.system).run()
+                tools = json.loads(args.tools.read_text()) if args.tools else None
+                options = _sampling_options(args)
+                return ChatSession(client, Console(), options, system=args.system, tools=tools).run()
             if args.command == "generate":
                 return commands.generate(client, args.prompt, _sampling_options(args), sys.stdin, sys.stdout)
             if args.command == "embed":

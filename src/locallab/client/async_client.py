@@ -99,11 +99,11 @@ class AsyncClient:
         )
         return result
 
-    async def chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> dict[str, Any]:
+    async def chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> dict[str, Any]:
         result: dict[str, Any] = await self._request("POST", "/chat", chat_body(messages, options, False))
         return result
 
-    def stream_chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> AsyncIterator[str]:
+    def stream_chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> AsyncIterator[str]:
         return self._stream("/chat", chat_body(messages, options, True))
 
     async def embed(

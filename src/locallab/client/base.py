@@ -73,7 +73,7 @@ def embed_body(texts: str | Sequence[str], model: str, truncate: bool) -> dict[s
 
 
 def chat_body(
-    messages: Sequence[Mapping[str, str]], options: Mapping[str, Any], stream: bool
+    messages: Sequence[Mapping[str, Any]], options: Mapping[str, Any], stream: bool
 ) -> dict[str, Any]:
     return {"messages": [dict(m) for m in messages], **options, "stream": stream}
 

@@ -102,11 +102,11 @@ class Client:
         )
         return result
 
-    def chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> dict[str, Any]:
+    def chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> dict[str, Any]:
         result: dict[str, Any] = self._request("POST", "/chat", chat_body(messages, options, False))
         return result
 
-    def stream_chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> Iterator[str]:
+    def stream_chat(self, messages: Sequence[Mapping[str, Any]], **options: Any) -> Iterator[str]:
         return self._stream("/chat", chat_body(messages, options, True))
 
     def embed(

@@ -10,6 +10,8 @@ from typing import Any, Literal, Protocol, TypeGuard
 
 import numpy as np
 
+from locallab.engines.tools import CallGrammar, ToolCallDelta, ToolUse
+
 FinishReason = Literal["stop", "length", "time"]
 
 
@@ -31,6 +33,7 @@ class SamplingParams:
     json_output: bool = False  # constrain the output to JSON...
     json_schema: dict[str, Any] | None = None  # ...matching this schema (checked by check_json_schema)
     logprobs: int | None = None  # report each token's log-probability and this many alternatives
+    call_grammar: CallGrammar | None = None  # constrain tool calls to their schemas (see CallGrammar)
 
     @property
     def greedy(self) -> bool:
@@ -50,7 +53,8 @@ class GenerationRequest:
     prompt_tokens: list[int]
     sampling: SamplingParams
     prompt: str | None = None
-    messages: tuple[dict[str, str], ...] | None = None
+    messages: tuple[dict[str, Any], ...] | None = None
+    tools: ToolUse | None = None  # for an engine that takes text prompts: tools to forward upstream
 
     @property
     def is_text(self) -> bool:
@@ -76,6 +80,7 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     cached_tokens: int = 0  # prompt tokens whose KV cache was reused from an earlier request
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token of this chunk, when requested
+    tool_calls: tuple[ToolCallDelta, ...] = ()  # calls an upstream parsed itself (the remote engine)
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,12 @@ def takes_text_prompts(engine: object) -> bool:
     True`). GenerationService then skips the local chat template, tokenizer and context check, and
     sends the engine `GenerationRequest.prompt` or `.messages`; its `tokenize` is never called."""
     return getattr(engine, "takes_text_prompts", False) is True
+
+
+def constrains_decoding(engine: object) -> bool:
+    """Whether an engine enforces grammars (JSON schemas, tool calls); one that cannot sets the class
+    attribute `constrains_decoding = False` (the transformers engine), and such requests are refused."""
+    return getattr(engine, "constrains_decoding", True) is not False
 
 
 class Engine(Protocol):

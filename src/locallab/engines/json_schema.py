@@ -15,11 +15,12 @@ SUPPORTED_KEYWORDS = frozenset(
     {
         "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems",
         "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "pattern",
-        "minLength", "maxLength", "format",
+        "minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
         # annotations: no effect on what is valid
         "title", "description", "default", "examples", "$schema", "$id", "$comment",
     }
 )  # fmt: skip
+INTEGER_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 SUPPORTED_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 SUPPORTED_FORMATS = frozenset({"date", "time", "date-time", "uuid"})
 _SCHEMA_MAPS = ("properties", "$defs", "definitions")
@@ -46,6 +47,14 @@ def check_json_schema(schema: Any, where: str = "schema", depth: int = 0) -> Non
             unknown = [t for t in types if t not in SUPPORTED_TYPES]
             if unknown:
                 raise InvalidRequestError(f"{where}.type: unknown type {unknown[0]!r}.")
+        elif key in INTEGER_BOUNDS:
+            if schema.get("type") != "integer":
+                raise InvalidRequestError(
+                    f"{where}: the JSON schema keyword '{key}' can be enforced on integers only "
+                    f"(type 'integer'), not on {schema.get('type', 'untyped')!r} values."
+                )
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise InvalidRequestError(f"{where}.{key}: must be a number.")
         elif key == "format" and value not in SUPPORTED_FORMATS:
             supported = ", ".join(sorted(SUPPORTED_FORMATS))
             raise InvalidRequestError(

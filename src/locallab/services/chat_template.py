@@ -7,7 +7,8 @@ ImmutableSandboxedEnvironment keeps it from reaching Python internals (CVE-2024-
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -25,11 +26,26 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+) -> str:
+    """Hugging Face's `tojson`: plain JSON. Jinja2's own escapes <, > and & for HTML, which would put
+    `\u003c` into prompts that show tools."""
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
 @functools.lru_cache(maxsize=16)
 def _compile(source: str) -> jinja2.Template:
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    env.filters["tojson"] = _tojson
     try:
         return env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
@@ -38,13 +54,15 @@ def _compile(source: str) -> jinja2.Template:
 
 def render_chat(
     template: str,
-    messages: Sequence[dict[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     *,
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The prompt text for `messages`, exactly as the model's authors format a conversation."""
+    """The prompt text for `messages`, exactly as the model's authors format a conversation. `tools`
+    (function definitions, as Hugging Face templates read them) is set only when tools are offered."""
     compiled = _compile(template)
     context: dict[str, Any] = {
         "messages": [dict(m) for m in messages],
@@ -52,6 +70,8 @@ def render_chat(
         "bos_token": bos_token,
         "eos_token": eos_token,
     }
+    if tools is not None:
+        context["tools"] = tools
     try:
         return compiled.render(**context)
     except ChatTemplateError:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from locallab.engines.base import (
     FinishReason,
@@ -20,6 +21,7 @@ from locallab.engines.base import (
     GenerationStream,
     SamplingParams,
     TokenLogprob,
+    constrains_decoding,
     embeds,
     takes_text_prompts,
 )
@@ -35,6 +37,16 @@ from locallab.services.metrics import Metrics
 from locallab.services.registry import LoadedModel, ModelRegistry
 from locallab.services.stats import Stats
 from locallab.services.template_worker import TemplateRenderer
+from locallab.services.tools import (
+    ToolCallDelta,
+    ToolFormat,
+    ToolUse,
+    call_grammar,
+    check_tool_use,
+    detect_format,
+)
+from locallab.services.tools.output import ToolOutput
+from locallab.services.tools.prompting import template_inputs
 
 
 @dataclass(frozen=True)
@@ -56,7 +68,8 @@ class Usage:
 class Conversation:
     """A chat kept as messages, for an engine that applies the chat template itself."""
 
-    messages: tuple[dict[str, str], ...]
+    messages: tuple[dict[str, Any], ...]
+    tools: ToolUse | None = None
 
 
 Prompt = str | Conversation  # what prepare() takes: text, or a conversation for a text-prompt engine
@@ -68,6 +81,7 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     logprobs: tuple[TokenLogprob, ...] = ()
+    tool_calls: tuple[ToolCallDelta, ...] = ()  # as an engine's upstream relayed them
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,13 @@ class PreparedGeneration:
     model: LoadedModel
     request: GenerationRequest
     capped_max_length: int | None = None  # set when the request asked for more than the server allows
+    tools: ToolUse | None = None
+
+    def tool_output(self) -> ToolOutput | None:
+        """Splits this generation's chunks into content and calls; None when it offers no tools."""
+        if self.tools is None or self.tools.choice.mode == "none":
+            return None
+        return ToolOutput(tool_format_of(self.model), relay=self.request.is_text)
 
     def headers(self) -> dict[str, str]:
         """Response headers that tell the client a limit was lowered."""
@@ -113,6 +134,10 @@ def chat_template_of(model: LoadedModel) -> str | None:
     return model.engine.info.chat_template or (model.entry.chat_template if model.entry else None)
 
 
+def tool_format_of(model: LoadedModel) -> ToolFormat:
+    return detect_format(chat_template_of(model))
+
+
 class GenerationService:
     def __init__(
         self,
@@ -129,9 +154,12 @@ class GenerationService:
         self.shutdown = shutdown or ShutdownSignal()
         self.templates = TemplateRenderer(self.limits.template_seconds)
 
-    async def prompt_for_chat(self, model: LoadedModel, messages: Sequence[dict[str, str]]) -> Prompt:
+    async def prompt_for_chat(
+        self, model: LoadedModel, messages: Sequence[Mapping[str, Any]], tools: ToolUse | None = None
+    ) -> Prompt:
         """The conversation in the model's own chat template, rendered in a child process; for an engine
-        that takes text prompts, the conversation itself.
+        that takes text prompts, the conversation itself. Messages may hold tool turns and `tools` the
+        request's tools (see `locallab.services.tools.prompting`).
 
         A template is code from the model file: one that runs too long or takes too much memory is
         given up on (400) and its process killed, so it cannot stall or starve the server.
@@ -141,8 +169,10 @@ class GenerationService:
                 f"messages: {len(messages)} messages, more than the {self.limits.max_messages} this server "
                 "accepts (LOCALLAB_MAX_MESSAGES)."
             )
+        if tools is not None:
+            check_tool_use(tools)
         if takes_text_prompts(model.engine):
-            return Conversation(tuple(dict(m) for m in messages))
+            return Conversation(tuple(dict(m) for m in messages), tools)
         if embeds(model.engine):
             raise InvalidRequestError(
                 f"model: '{model.id}' is an embedding model; it makes vectors (POST /v1/embeddings), not "
@@ -155,7 +185,10 @@ class GenerationService:
                 f"Model '{model.id}' has no chat template in its metadata (it is probably a base model), "
                 'so it cannot chat. Use POST /generate with "raw": true, or load an instruct model.'
             )
-        text = await self.templates.render(model.id, template, messages, info.bos_token, info.eos_token)
+        rendered, tool_list = template_inputs(messages, tools, detect_format(template))
+        text = await self.templates.render(
+            model.id, template, rendered, info.bos_token, info.eos_token, tool_list
+        )
         # The tokenizer adds the start token itself; don't send it twice.
         if info.add_bos and info.bos_token and text.startswith(info.bos_token):
             text = text[len(info.bos_token) :]
@@ -174,12 +207,33 @@ class GenerationService:
         return await self.prompt_for_chat(model, messages)
 
     async def prepare(
-        self, model: LoadedModel, prompt: Prompt, sampling: SamplingParams, *, max_tokens: int | None
+        self,
+        model: LoadedModel,
+        prompt: Prompt,
+        sampling: SamplingParams,
+        *,
+        max_tokens: int | None,
+        tools: ToolUse | None = None,
     ) -> PreparedGeneration:
+        """`tools`: the request's tools, already in the prompt; for a local engine, the calls are then
+        forced into their schemas by grammar (`locallab.services.tools.grammar`)."""
         if sampling.json_schema is not None:
             check_json_schema(sampling.json_schema)
+        if tools is not None and tools.choice.mode != "none" and sampling.json_output:
+            raise InvalidRequestError(
+                "response_format: cannot be combined with tools; a tool call's arguments already follow "
+                "the tool's schema."
+            )
         if takes_text_prompts(model.engine):
-            return self._prepare_text(model, prompt, sampling, max_tokens)
+            return replace(self._prepare_text(model, prompt, sampling, max_tokens), tools=tools)
+        if tools is not None and tools.choice.mode != "none" and not constrains_decoding(model.engine):
+            raise InvalidRequestError(
+                f"tools: the {model.engine.engine_name} engine cannot constrain decoding, so it cannot "
+                "guarantee valid tool calls; use a GGUF model (llama.cpp engine) for tools, or send "
+                "tool_choice 'none'."
+            )
+        if tools is not None:
+            sampling = replace(sampling, call_grammar=call_grammar(tools, tool_format_of(model)))
         if isinstance(prompt, Conversation):
             raise TypeError("a conversation needs an engine that takes text prompts")
         tokens = await model.engine.tokenize(prompt)
@@ -195,7 +249,7 @@ class GenerationService:
         capped = limits.max_tokens_cap if wanted > limits.max_tokens_cap else None
         max_time = min(sampling.max_time or limits.max_time_cap, limits.max_time_cap)
         params = replace(sampling, max_tokens=min(wanted, limits.max_tokens_cap, room), max_time=max_time)
-        return PreparedGeneration(model, GenerationRequest(tokens, params), capped)
+        return PreparedGeneration(model, GenerationRequest(tokens, params), capped, tools)
 
     def _prepare_text(
         self, model: LoadedModel, prompt: Prompt, sampling: SamplingParams, max_tokens: int | None
@@ -207,7 +261,7 @@ class GenerationService:
         max_time = min(sampling.max_time or limits.max_time_cap, limits.max_time_cap)
         params = replace(sampling, max_tokens=min(wanted, limits.max_tokens_cap), max_time=max_time)
         if isinstance(prompt, Conversation):
-            request = GenerationRequest([], params, messages=prompt.messages)
+            request = GenerationRequest([], params, messages=prompt.messages, tools=prompt.tools)
         else:
             request = GenerationRequest([], params, prompt=prompt)
         return PreparedGeneration(model, request, capped)
@@ -288,12 +342,15 @@ class GenerationService:
     async def collect(self, stream: GenerationStream) -> Completion:
         parts: list[str] = []
         logprobs: list[TokenLogprob] = []
+        calls: list[ToolCallDelta] = []
         final: GenerationChunk | None = None
         async with contextlib.aclosing(stream) as chunks:
             async for chunk in chunks:
                 parts.append(chunk.text)
                 logprobs.extend(chunk.logprobs)
+                calls.extend(chunk.tool_calls)
                 final = chunk
         if final is None or final.finish_reason is None:
             raise EngineError("The engine ended the generation without a final result.")
-        return Completion("".join(parts), final.finish_reason, Usage.of(final), tuple(logprobs))
+        text = "".join(parts)
+        return Completion(text, final.finish_reason, Usage.of(final), tuple(logprobs), tuple(calls))

@@ -14,6 +14,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from locallab.errors import ChatTemplateError
 
@@ -60,10 +61,23 @@ class TemplateRenderer:
             await self._start()
 
     async def render(
-        self, model_id: str, template: str, messages: Sequence[dict[str, str]], bos: str, eos: str
+        self,
+        model_id: str,
+        template: str,
+        messages: Sequence[Mapping[str, Any]],
+        bos: str,
+        eos: str,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
-        """The prompt text; ChatTemplateError (400) when the template fails, or runs too long."""
-        request = {"template": template, "messages": [dict(m) for m in messages], "bos": bos, "eos": eos}
+        """The prompt text; ChatTemplateError (400) when the template fails, or runs too long. Messages
+        and tools travel as JSON, so they hold only JSON values (tool calls' arguments included)."""
+        request = {
+            "template": template,
+            "messages": [dict(m) for m in messages],
+            "bos": bos,
+            "eos": eos,
+            "tools": tools,
+        }
         async with self._lock:
             process = await self._start()
             try:
@@ -118,7 +132,11 @@ def _serve() -> None:  # pragma: no cover - runs in the worker process
         request = json.loads(line)
         try:
             text = render_chat(
-                request["template"], request["messages"], bos_token=request["bos"], eos_token=request["eos"]
+                request["template"],
+                request["messages"],
+                bos_token=request["bos"],
+                eos_token=request["eos"],
+                tools=request.get("tools"),
             )
             answer = {"text": text}
         except ChatTemplateError as exc:

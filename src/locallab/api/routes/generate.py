@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from locallab.api.cancellation import cancel_on_disconnect
+from locallab.api.openai_tools import delta_calls, finish_reason, neutral_messages, tool_use_from
 from locallab.api.routes.docs import errors, sse_ok
 from locallab.api.schemas.requests import BatchGenerateRequest, ChatRequest, GenerateRequest
 from locallab.api.schemas.responses import (
@@ -19,8 +20,10 @@ from locallab.api.schemas.responses import (
     BatchGenerateResponse,
     ChatChoice,
     ChatResponse,
+    FunctionCallBody,
     GenerateResponse,
     PromptTokensDetails,
+    ToolCallBody,
     UsageBody,
 )
 from locallab.api.sse import sse_response
@@ -128,6 +131,7 @@ async def generate_batch(
 @router.post(
     "/chat",
     response_model=ChatResponse,
+    response_model_exclude_none=True,
     responses={
         **sse_ok(ChatResponse, "The answer; with stream=true, OpenAI chat.completion.chunk events."),
         **errors(404, 503),
@@ -136,16 +140,19 @@ async def generate_batch(
 )
 async def chat(body: ChatRequest, request: Request, response: Response) -> Response | ChatResponse:
     services = get_services(request)
+    tool_use = tool_use_from(body.tools, body.tool_choice, body.parallel_tool_calls)
     model = await services.registry.acquire(body.model_id, body.keep_alive)
-    messages = [m.model_dump() for m in body.messages]
-    prompt = await services.generation.prompt_for_chat(model, messages)
-    prepared = await services.generation.prepare(model, prompt, body.sampling(), max_tokens=body.max_length)
+    prompt = await services.generation.prompt_for_chat(model, neutral_messages(body.messages), tool_use)
+    prepared = await services.generation.prepare(
+        model, prompt, body.sampling(), max_tokens=body.max_length, tools=tool_use
+    )
+    tools = prepared.tool_output()
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:
         chunks = services.generation.start(prepared)
 
-        def frame(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
+        def frame(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
@@ -158,7 +165,17 @@ async def chat(body: ChatRequest, request: Request, response: Response) -> Respo
             async with contextlib.aclosing(chunks):
                 yield frame({"role": "assistant", "content": ""})
                 async for chunk in chunks:
-                    if chunk.finish_reason is None:
+                    if tools is not None:  # content and calls as OpenAI streams them
+                        for event in tools.feed(chunk):
+                            delta = (
+                                {"content": event} if isinstance(event, str) else delta_calls(event, False)
+                            )
+                            if delta is not None:
+                                yield frame(delta)
+                        if chunk.finish_reason is not None:
+                            last = frame({}, finish_reason(chunk.finish_reason, bool(tools.calls), False))
+                            yield {**last, "usage": _usage(Usage.of(chunk)).model_dump()}
+                    elif chunk.finish_reason is None:
                         yield frame({"content": chunk.text})
                     else:
                         last = frame({"content": chunk.text} if chunk.text else {}, chunk.finish_reason)
@@ -167,14 +184,20 @@ async def chat(body: ChatRequest, request: Request, response: Response) -> Respo
         return sse_response(events(), headers=prepared.headers())
     response.headers.update(prepared.headers())
     completion = await cancel_on_disconnect(request, services.generation.complete(prepared))
+    message = AssistantMessage(content=completion.text)
+    finish: Any = completion.finish_reason
+    if tools is not None:
+        tools.feed_whole(completion.text, completion.tool_calls)
+        calls = [
+            ToolCallBody(id=c.id, function=FunctionCallBody(name=c.name, arguments=c.arguments))
+            for c in tools.calls
+        ]
+        message = AssistantMessage(content=tools.content or "", tool_calls=calls or None)
+        finish = finish_reason(finish, bool(calls), False)
     return ChatResponse(
         id=completion_id,
         created=created,
         model=model.id,
-        choices=[
-            ChatChoice(
-                message=AssistantMessage(content=completion.text), finish_reason=completion.finish_reason
-            )
-        ],
+        choices=[ChatChoice(message=message, finish_reason=finish)],
         usage=_usage(completion.usage),
     )

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from locallab.api.cancellation import cancel_on_disconnect
+from locallab.api.openai_tools import delta_calls, finish_reason, message_calls, neutral_messages, tool_use_of
 from locallab.api.routes.docs import errors, sse_ok
 from locallab.api.schemas.openai import ChatCompletionRequest, CompletionRequest
 from locallab.api.sse import sse_response
@@ -110,13 +111,15 @@ async def chat_completions(
 ) -> Response | dict[str, Any]:
     services = get_services(request)
     body.refuse_unsupported()
+    tool_use = tool_use_of(body)
+    legacy = body.functions is not None  # answer in the legacy function_call shape
     params = body.sampling(**body.output_constraint(), logprobs=body.logprob_count())
     model = await services.registry.acquire(body.model)
-    messages = [
-        {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
-    ]
-    prompt = await services.generation.prompt_for_chat(model, messages)
-    prepared = await services.generation.prepare(model, prompt, params, max_tokens=body.token_limit())
+    prompt = await services.generation.prompt_for_chat(model, neutral_messages(body.messages), tool_use)
+    prepared = await services.generation.prepare(
+        model, prompt, params, max_tokens=body.token_limit(), tools=tool_use
+    )
+    tools = prepared.tool_output()
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model.id}
 
@@ -126,32 +129,50 @@ async def chat_completions(
             entry["logprobs"] = _chat_logprobs(chunk.logprobs) if chunk and chunk.logprobs else None
         return entry
 
+    def frame(delta: dict[str, Any], chunk: GenerationChunk | None, finish: str | None) -> dict[str, Any]:
+        return {**base, "choices": [choice(delta, chunk, finish)]}
+
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        chunks = services.generation.start(prepared)
 
         async def events() -> AsyncIterator[dict[str, Any]]:
-            yield {**base, "choices": [choice({"role": "assistant", "content": ""}, None, None)]}
-            async for event in _stream(
-                services,
-                prepared,
-                lambda c: {**base, "choices": [choice({"content": c.text}, c, None)]},
-                lambda c: {
-                    **base,
-                    "choices": [choice({"content": c.text} if c.text else {}, c, _finish(c.finish_reason))],
-                },
-                include_usage,
-                lambda u: {**base, "choices": [], "usage": _usage(u)},
-            ):
-                yield event
+            yield frame({"role": "assistant", "content": ""}, None, None)
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    if tools is None:
+                        if chunk.text or chunk.finish_reason is None:
+                            yield frame({"content": chunk.text}, chunk, None)
+                    else:
+                        owner: GenerationChunk | None = chunk  # its logprobs go with its first frame
+                        for event in tools.feed(chunk):
+                            delta = (
+                                {"content": event} if isinstance(event, str) else delta_calls(event, legacy)
+                            )
+                            if delta is not None:
+                                yield frame(delta, owner, None)
+                                owner = None
+                    if chunk.finish_reason is not None:
+                        reason = _finish(chunk.finish_reason)
+                        has_calls = tools is not None and bool(tools.calls)
+                        yield frame({}, None, finish_reason(reason, has_calls, legacy))
+                        if include_usage:
+                            yield {**base, "choices": [], "usage": _usage(Usage.of(chunk))}
 
         return sse_response(events(), request.url.path, prepared.headers())
     response.headers.update(prepared.headers())
     completion = await _run(request, services, prepared)
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+    reason = _finish(completion.finish_reason)
+    if tools is not None:
+        tools.feed_whole(completion.text, completion.tool_calls)
+        message = {"role": "assistant", "content": tools.content, **message_calls(tools.calls, legacy)}
+        reason = finish_reason(reason, bool(tools.calls), legacy)
     message_choice: dict[str, Any] = {
         "index": 0,
-        "message": {"role": "assistant", "content": completion.text},
+        "message": message,
         "logprobs": _chat_logprobs(completion.logprobs) if params.logprobs is not None else None,
-        "finish_reason": _finish(completion.finish_reason),
+        "finish_reason": reason,
     }
     return {
         "id": completion_id,

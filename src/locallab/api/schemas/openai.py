@@ -15,9 +15,10 @@ MAX_STOP = 4
 StopText = Annotated[str, Field(min_length=1)]
 # Parameters of OpenAI's API that LocalLab does not implement: refused with a 400 naming them.
 UNSUPPORTED = (
-    "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "logit_bias", "audio",
-    "modalities", "prediction", "reasoning_effort", "web_search_options", "service_tier", "store", "metadata",
+    "logit_bias", "audio", "modalities", "prediction", "reasoning_effort", "web_search_options",
+    "service_tier", "store", "metadata",
 )  # fmt: skip
+TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call", "parallel_tool_calls")
 
 
 class _Body(StrictBody):
@@ -29,15 +30,56 @@ class TextPart(_Body):
     text: str
 
 
+class FunctionCall(_Body):
+    """A call in the history; `arguments` is JSON text (an object is accepted too)."""
+
+    name: str
+    arguments: Any = None
+
+
+class ToolCallItem(_Body):
+    id: str = Field(..., min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+    index: int | None = None  # present when a client echoes streamed calls back
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallItem] | None = None  # assistant
+    tool_call_id: str | None = None  # tool
+    function_call: FunctionCall | None = None  # assistant, legacy functions
+    # what the openai package echoes back when an answer's message is appended to the history
+    refusal: str | None = None
+    annotations: list[Any] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+
+class FunctionDefinition(_Body):
+    name: str = Field(..., description="1 to 64 letters, digits, underscores or hyphens.")
+    description: str | None = None
+    parameters: Any = Field(None, description="A JSON schema of the arguments object.")
+    strict: bool | None = Field(None, description="Accepted; the arguments always follow the schema.")
+
+
+class ToolDefinitionItem(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(_Body):
@@ -73,7 +115,7 @@ class _OpenAISampling(_Body):
     # LocalLab extensions, as vLLM and llama.cpp's server have them
     top_k: int = Field(0, ge=0, description="LocalLab extension: keep the k likeliest tokens; 0 keeps all.")
     repetition_penalty: float = Field(1.0, gt=0.0, le=2.0, description="LocalLab extension; 1.0 is off.")
-    # OpenAI parameters LocalLab refuses by name (see UNSUPPORTED)
+    # OpenAI parameters LocalLab refuses by name (see UNSUPPORTED; tools only on chat completions)
     tools: Any = None
     tool_choice: Any = None
     functions: Any = None
@@ -119,6 +161,13 @@ class _OpenAISampling(_Body):
 
 class ChatCompletionRequest(_OpenAISampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
+    tools: list[ToolDefinitionItem] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDefinition] | None = Field(None, description="Legacy form of tools.")
+    function_call: Literal["none", "auto"] | NamedFunction | None = Field(
+        None, description="Legacy form of tool_choice."
+    )
     max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI; max_completion_tokens.")
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
@@ -150,6 +199,12 @@ class ChatCompletionRequest(_OpenAISampling):
 
 
 class CompletionRequest(_OpenAISampling):
+    def refuse_unsupported(self) -> None:
+        for name in TOOL_FIELDS:
+            if getattr(self, name) is not None:
+                raise InvalidRequestError(f"{name}: tools are for /v1/chat/completions; remove it here.")
+        self._refuse_completion_fields()
+
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)] = Field(
         ..., description="One prompt (a list holding one string is accepted)."
     )
@@ -165,7 +220,7 @@ class CompletionRequest(_OpenAISampling):
             raise InvalidRequestError("prompt: must not be empty.")
         return text
 
-    def refuse_unsupported(self) -> None:
+    def _refuse_completion_fields(self) -> None:
         super().refuse_unsupported()
         if self.echo:
             raise InvalidRequestError("echo: not supported by LocalLab; remove it or set it to false.")

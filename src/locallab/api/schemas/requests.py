@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
+from locallab.api.schemas.openai import NamedToolChoice, ToolCallItem, ToolDefinitionItem
 from locallab.api.schemas.types import StrictBody
 from locallab.engines.base import SamplingParams
 
@@ -93,12 +94,26 @@ class BatchGenerateRequest(SamplingFields):
 
 
 class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCallItem] | None = Field(None, description="Calls the assistant made (as OpenAI's).")
+    tool_call_id: str | None = Field(None, description="On a tool message: the call it answers.")
+
+    def text(self) -> str:
+        return self.content
 
 
 class ChatRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1, description="The conversation so far.")
+    tools: list[ToolDefinitionItem] | None = Field(
+        None, description="Functions the model may call (as OpenAI's)."
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="none, auto (default with tools), required, or a named function (as OpenAI's)."
+    )
+    parallel_tool_calls: bool | None = Field(
+        None, description="Allow several calls in one answer (default true)."
+    )
 
 
 class LoadModelRequest(_Strict):

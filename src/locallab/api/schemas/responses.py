@@ -55,15 +55,27 @@ class BatchGenerateResponse(BaseModel):
     usage: UsageBody = Field(..., description="Totals over all prompts.")
 
 
+class FunctionCallBody(BaseModel):
+    name: str
+    arguments: str = Field(..., description="The arguments object as JSON text.")
+
+
+class ToolCallBody(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallBody
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str = Field(..., description="The answer's text (with tool calls: the text before them).")
+    tool_calls: list[ToolCallBody] | None = Field(None, description="Present when the model called tools.")
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: FinishReason
+    finish_reason: FinishReason | Literal["tool_calls"]
 
 
 class ChatResponse(BaseModel):

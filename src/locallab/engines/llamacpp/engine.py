@@ -98,7 +98,7 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
                     self._outbox.flush()
                     continue
                 for seq, index in outputs:
-                    token = llama_cpp.llama_sampler_sample(seq.sampler, native.ctx, index)
+                    token = seq.sampler.sample(native.ctx, index)
                     eog = bool(llama_cpp.llama_vocab_is_eog(native.vocab, token))
                     piece = b"" if eog else token_bytes(native.vocab, token, piece_buf)
                     seq.next_token = token

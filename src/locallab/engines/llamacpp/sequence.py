@@ -91,7 +91,7 @@ class Sequence(ThreadedSequence):
 
     def free_sampler(self) -> None:
         if self.sampler is not None:
-            llama_cpp.llama_sampler_free(self.sampler)
+            self.sampler.free()
             self.sampler = None
 
 

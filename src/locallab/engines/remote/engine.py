@@ -141,11 +141,12 @@ class RemoteEngine:
                         raise StreamFailure("status", f"HTTP {response.status_code}: {detail}")
                     async for line in response.aiter_lines():
                         text = reader.feed(line)
-                        if text:
+                        calls = reader.take_calls()
+                        if text or calls:
                             if not answered:
                                 self.pool.first_token(upstream, time.monotonic() - sent)
                                 answered = True
-                            yield GenerationChunk(text, 0, reader.events)
+                            yield GenerationChunk(text or "", 0, reader.events, tool_calls=calls)
                         if reader.done or (deadline is not None and time.monotonic() >= deadline):
                             break
             except httpx.TimeoutException as exc:
@@ -166,6 +167,7 @@ class RemoteEngine:
                 reader.count("completion_tokens", reader.events),
                 "time" if timed_out else reader.finish_reason(),
                 cached_tokens=reader.cached_tokens(),
+                tool_calls=reader.take_calls(),
             )
         except StreamFailure as failure:
             error = failure.kind

@@ -4,11 +4,13 @@ server-sent events of a streamed answer read back into text, a finish reason and
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from locallab.config.remote import RemoteModelConfig
 from locallab.engines.base import FinishReason, GenerationRequest
+from locallab.engines.tools import ToolCallDelta, ToolUse
 
 ErrorKind = Literal["connect", "timeout", "status", "stream", "health"]
 
@@ -36,7 +38,9 @@ def request_body(config: RemoteModelConfig, request: GenerationRequest) -> tuple
     }
     if request.messages is not None:
         path = "/chat/completions"
-        body["messages"] = [dict(m) for m in request.messages]
+        body["messages"] = [_wire_message(m) for m in request.messages]
+        if request.tools is not None:
+            body.update(_wire_tools(request.tools))
     else:
         path = "/completions"
         body["prompt"] = request.prompt or ""
@@ -60,6 +64,38 @@ def request_body(config: RemoteModelConfig, request: GenerationRequest) -> tuple
     elif s.json_output:
         body["response_format"] = {"type": "json_object"}
     return path, body
+
+
+def _wire_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A neutral message (see locallab.services.tools.prompting) in OpenAI's shape."""
+    out: dict[str, Any] = {"role": message["role"], "content": message.get("content") or ""}
+    if message.get("tool_calls"):
+        out["content"] = message.get("content") or None
+        out["tool_calls"] = [
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])},
+            }
+            for c in message["tool_calls"]
+        ]
+    if message["role"] == "tool":
+        out["tool_call_id"] = message.get("tool_call_id", "")
+    return out
+
+
+def _wire_tools(tool_use: ToolUse) -> dict[str, Any]:
+    choice: Any = tool_use.choice.mode
+    if choice == "named":
+        choice = {"type": "function", "function": {"name": tool_use.choice.name}}
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tool_use.tools
+    ]
+    return {"tools": tools, "tool_choice": choice, "parallel_tool_calls": tool_use.parallel}
 
 
 def error_detail(body: bytes) -> str:
@@ -88,6 +124,29 @@ class StreamReader:
     tail: str = ""  # text that came with the finish reason
     usage: dict[str, Any] = field(default_factory=dict)
     done: bool = False  # [DONE] seen
+    calls: list[ToolCallDelta] = field(default_factory=list)  # tool-call pieces not yet taken
+    _started_calls: set[int] = field(default_factory=set)
+
+    def take_calls(self) -> tuple[ToolCallDelta, ...]:
+        calls, self.calls = tuple(self.calls), []
+        return calls
+
+    def _read_calls(self, delta: Any) -> None:
+        """The upstream's `delta.tool_calls`: id and name kept on a call's first piece only."""
+        items = delta.get("tool_calls") if isinstance(delta, dict) else None
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or not isinstance(item.get("index", 0), int):
+                continue
+            index = item.get("index", 0)
+            function: dict[str, Any] = item["function"] if isinstance(item.get("function"), dict) else {}
+            arguments = function.get("arguments")
+            arguments = arguments if isinstance(arguments, str) else ""
+            if index not in self._started_calls:
+                self._started_calls.add(index)
+                call_id, name = str(item.get("id") or f"call_{index}"), str(function.get("name") or "")
+                self.calls.append(ToolCallDelta(index, call_id, name, ""))
+            if arguments:
+                self.calls.append(ToolCallDelta(index, arguments=arguments))
 
     def feed(self, line: str) -> str | None:
         """New text of one SSE line, or None (comments, role-only deltas, the end, usage)."""
@@ -114,6 +173,7 @@ class StreamReader:
         if self.chat:
             delta = choice.get("delta")
             text = delta.get("content") if isinstance(delta, dict) else None
+            self._read_calls(delta)
         else:
             text = choice.get("text")
         text = text if isinstance(text, str) else ""

@@ -59,8 +59,14 @@ class HFModel:
 
 
 def refuse_unsupported(request: GenerationRequest) -> None:
-    """Structured output and log-probabilities are llama.cpp features; asking for them here is a 400."""
+    """Structured output, tool calls and log-probabilities are llama.cpp features; asking for them here
+    is a 400."""
     params = request.sampling
+    if params.call_grammar is not None:
+        raise InvalidRequestError(
+            "tools: the transformers engine cannot constrain decoding, so it cannot guarantee valid tool "
+            "calls; use a GGUF model (llama.cpp engine) for tools, or send tool_choice 'none'."
+        )
     if params.json_schema is not None or params.json_output:
         raise InvalidRequestError(
             "format / response_format: the transformers engine cannot constrain answers to JSON; "
@@ -74,6 +80,7 @@ def refuse_unsupported(request: GenerationRequest) -> None:
 
 class TransformersEngine(ThreadedEngine[Sequence]):
     engine_name = "transformers"
+    constrains_decoding = False
 
     def __init__(self, model: HFModel, *, parallel: int, max_queue: int) -> None:
         super().__init__(parallel=parallel, max_queue=max_queue)
