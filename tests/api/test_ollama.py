@@ -98,7 +98,7 @@ def test_format_json_and_schema_use_the_grammar(make_client: AppFactory) -> None
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools:"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].name:"),
         ({"think": True}, "think:"),
         ({"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]}, "images:"),
         ({"options": {"num_ctx": 10**6}}, "options.num_ctx:"),
@@ -170,7 +170,7 @@ def test_tags_show_and_version(make_client: AppFactory) -> None:
     assert fake["model"] == fake["name"] and len(fake["digest"]) == 64 and isinstance(fake["size"], int)
     assert set(fake["details"]) >= {"format", "family", "families", "parameter_size", "quantization_level"}
     shown = client.post("/api/show", json={"name": "fake-chat"}).json()
-    assert shown["capabilities"] == ["completion"] and isinstance(shown["model_info"], dict)
+    assert shown["capabilities"][0] == "completion" and isinstance(shown["model_info"], dict)
     missing = client.post("/api/show", json={"model": "nope"})
     assert missing.status_code == 404 and "model 'nope' not found" in missing.json()["error"]
 
@@ -233,3 +233,53 @@ def test_hub_names_map_onto_the_file_pull_writes_and_back(name: str, local: str)
     assert wire.ollama_name(local) == name.replace("huggingface.co", "hf.co").split(":")[0] + (
         ":" + (name.split(":")[1] if ":" in name else "latest")
     )
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TOOL_ANSWER = [
+    b"Let me check.\n<tool",
+    b'_call>\n{"name": "get_weather", "arguments": {"city": "Pa',
+    b'ris"}}\n</tool_call>',
+]
+
+
+def test_tool_calls_arrive_whole_in_one_chunk_with_object_arguments(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine(TOOL_ANSWER))
+    chunks = lines(client.post("/api/chat", json={**CHAT, "tools": [WEATHER]}).text)
+    with_calls = [c for c in chunks if c["message"].get("tool_calls")]
+    assert len(with_calls) == 1 and not with_calls[0]["done"]
+    (call,) = with_calls[0]["message"]["tool_calls"]
+    assert call["function"] == {"name": "get_weather", "arguments": {"city": "Paris"}}
+    text = "".join(c["message"]["content"] for c in chunks)
+    assert text == "Let me check." and "<tool_call>" not in text
+    assert chunks[-1]["done"] and chunks[-1]["done_reason"] == "stop"
+
+
+def test_tool_calls_without_stream_are_in_the_message(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine(TOOL_ANSWER))
+    data = client.post("/api/chat", json={**CHAT, "tools": [WEATHER], "stream": False}).json()
+    assert data["message"]["content"] == "Let me check."
+    assert data["message"]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+
+
+def test_tool_turns_reach_the_prompt(make_client: AppFactory) -> None:
+    engine = FakeEngine([b"It is sunny."])
+    client = make_client(engine)
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "content": "sunny, 21 C", "tool_name": "get_weather"},
+    ]  # fmt: skip
+    data = client.post(
+        "/api/chat", json={"model": "fake-chat", "messages": messages, "tools": [WEATHER], "stream": False}
+    ).json()
+    assert data["message"]["content"] == "It is sunny."
+    assert '"city": "Paris"' in engine.prompts[-1] and "sunny, 21 C" in engine.prompts[-1]

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 MODEL = "smollm2-135m-instruct"
 HI = [{"role": "user", "content": "Say hello."}]
+SHORT = {"num_predict": 64}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def test_list_show_and_version(client: ollama.Client, server: Server) -> None:
     names = [m.model for m in client.list().models]
     assert f"{MODEL}:latest" in names
     shown = client.show(MODEL)
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]
     assert shown.modelinfo is not None and shown.modelinfo["general.architecture"] == "llama"
     assert isinstance(shown.modelinfo["llama.context_length"], int)
     assert shown.details is not None and shown.details.family == "llama"
@@ -74,12 +75,45 @@ def test_errors_are_typed_response_errors(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as missing:
         client.chat(model="no-such-model", messages=HI)
     assert missing.value.status_code == 404 and "model 'no-such-model' not found" in missing.value.error
-    with pytest.raises(ollama.ResponseError) as tools:
-        client.chat(model=MODEL, messages=HI, tools=[{"type": "function", "function": {"name": "f"}}])
-    assert tools.value.status_code == 400 and "tools" in tools.value.error
+    with pytest.raises(ollama.ResponseError) as images:
+        client.chat(model=MODEL, messages=[{"role": "user", "content": "hi", "images": ["aGk="]}])
+    assert images.value.status_code == 400 and "images" in images.value.error
     with pytest.raises(ollama.ResponseError) as create:
         client.create(model="mine", from_=MODEL)
     assert create.value.status_code == 400
+
+
+def get_weather(city: str) -> str:
+    """Get the current weather in a city.
+
+    Args:
+      city: The city's name
+    """
+    return "sunny"
+
+
+def test_tools_give_calls_with_object_arguments_or_text(client: ollama.Client) -> None:
+    # Ollama has no tool_choice: the model decides; whatever it does must come back in Ollama's shapes
+    messages = [{"role": "user", "content": "What is the weather in Paris? Use the get_weather tool."}]
+    for stream in (False, True):
+        if stream:
+            chunks = list(
+                client.chat(model=MODEL, messages=messages, tools=[get_weather], stream=True, options=SHORT)
+            )
+            calls = [c for chunk in chunks for c in (chunk.message.tool_calls or [])]
+            assert chunks[-1].done
+        else:
+            answer = client.chat(model=MODEL, messages=messages, tools=[get_weather], options=SHORT)
+            calls = list(answer.message.tool_calls or [])
+            assert calls or answer.message.content
+        for call in calls:
+            assert call.function.name == "get_weather" and isinstance(call.function.arguments, dict)
+            assert isinstance(call.function.arguments.get("city"), str)
+    result = {"role": "tool", "content": "sunny, 21 C", "tool_name": "get_weather"}
+    history = [*messages, {"role": "assistant", "content": "", "tool_calls": [
+        {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}, result]  # fmt: skip
+    answer = client.chat(model=MODEL, messages=history, tools=[get_weather], options={"num_predict": 24})
+    assert answer.done and (answer.message.content or answer.message.tool_calls)
 
 
 def test_raw_stream_is_ndjson_with_integer_durations(server: Server) -> None:

@@ -122,6 +122,9 @@ def show(registry: ModelRegistry, name: str) -> dict[str, Any]:
     if template is None and entry is not None:
         template = entry.chat_template
     vectors = embeds(loaded.engine) if loaded else "embeddings" in registry.capabilities(resolved_id)
+    # tool calling works on every model that can chat (services/tools), i.e. one with a chat template
+    chats = bool(template) or "tokenizer.chat_template" in desc.metadata
+    capabilities = ["embedding"] if vectors else ["completion", "tools"] if chats else ["completion"]
     parameters = "\n".join(f"{k:<15} {v}" for k, v in wire.DEFAULTS.items())
     return {
         "modelfile": f"# LocalLab model {desc.name}\nFROM {desc.path or resolved_id}\n",
@@ -130,6 +133,6 @@ def show(registry: ModelRegistry, name: str) -> dict[str, Any]:
         "license": entry.license if entry else "",
         "details": desc.details,
         "model_info": {k: v for k, v in desc.metadata.items() if v is not None},
-        "capabilities": ["embedding"] if vectors else ["completion"],
+        "capabilities": capabilities,
         "modified_at": wire.rfc3339(desc.modified_at),
     }

@@ -19,17 +19,15 @@ from locallab.api.ndjson import ndjson_response
 from locallab.api.ollama import wire
 from locallab.api.ollama.docs import errors, ndjson_ok
 from locallab.api.ollama.schemas import ChatRequest, GenerateRequest, Options
+from locallab.api.ollama.tools import neutral_messages, tool_use_of, wire_calls
 from locallab.api.state import Services, get_services
+from locallab.engines.tools import ToolUse
 from locallab.errors import ContextOverflowError, InvalidRequestError, ModelNotFoundError
 from locallab.services.generation import PreparedGeneration, Prompt
 from locallab.services.registry import LoadedModel
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
-NO_TOOLS = (
-    "tools: tool calling is not available in this LocalLab version's Ollama API yet; remove `tools`, "
-    "or use POST /v1/chat/completions."
-)
 NO_IMAGES = "images: LocalLab has no vision model yet; send text only."
 
 
@@ -60,13 +58,9 @@ def refuse_unsupported(body: GenerateRequest | ChatRequest) -> None:
         if body.width is not None or body.height is not None or body.steps is not None:
             raise InvalidRequestError("width/height/steps: LocalLab generates no images.")
         return
-    if body.tools:
-        raise InvalidRequestError(NO_TOOLS)
     for i, message in enumerate(body.messages):
         if message.images:
             raise InvalidRequestError(f"messages[{i}].{NO_IMAGES}")
-        if message.role == "tool" or message.tool_calls:
-            raise InvalidRequestError(f"messages[{i}]: {NO_TOOLS}")
 
 
 async def acquire(services: Services, name: str, keep_alive: float | None) -> LoadedModel:
@@ -100,12 +94,16 @@ async def _load_only(services: Services, name: str, keep_alive: float | None, ch
 
 
 async def _prepare(
-    services: Services, model: LoadedModel, prompt: Prompt, body: GenerateRequest | ChatRequest
+    services: Services,
+    model: LoadedModel,
+    prompt: Prompt,
+    body: GenerateRequest | ChatRequest,
+    tool_use: ToolUse | None = None,
 ) -> PreparedGeneration:
     options: Options | None = body.options
     params = wire.sampling(options, body.format)
     limit = wire.max_tokens(options, services.generation.limits.max_tokens_cap)
-    prepared = await services.generation.prepare(model, prompt, params, max_tokens=limit)
+    prepared = await services.generation.prepare(model, prompt, params, max_tokens=limit, tools=tool_use)
     num_ctx = wire.check_num_ctx(options, model.engine.context_length)
     prompt_len = len(prepared.request.prompt_tokens)
     if num_ctx is not None and prompt_len:
@@ -131,6 +129,7 @@ async def _answer(
 ) -> Response:
     """Streams NDJSON chunks (`piece(text)` plus model/created_at/done), or one object with stream false."""
     model = prepared.model
+    tools = prepared.tool_output()  # None unless the chat offered tools
 
     def line(text: str, done: bool) -> dict[str, Any]:
         return {"model": body.model, "created_at": wire.now_rfc3339(), **piece(text), "done": done}
@@ -143,11 +142,17 @@ async def _answer(
                 async for chunk in chunks:
                     if chunk.completion_tokens:
                         timings.mark_token()
+                    if tools is not None:  # content as it comes; calls are held until they are whole
+                        for event in tools.feed(chunk):
+                            if isinstance(event, str) and event:
+                                yield line(event, False)
+                    elif chunk.text or chunk.finish_reason is None:
+                        yield line(chunk.text, False)
                     if chunk.finish_reason is None:
-                        yield line(chunk.text, False)
                         continue
-                    if chunk.text:
-                        yield line(chunk.text, False)
+                    if tools is not None and tools.calls:
+                        calls = {"role": "assistant", "content": "", "tool_calls": wire_calls(tools.calls)}
+                        yield {**line("", False), "message": calls}
                     final = timings.final(chunk.prompt_tokens, chunk.completion_tokens)
                     yield {**line("", True), "done_reason": wire.done_reason(chunk.finish_reason), **final}
         finally:
@@ -157,16 +162,21 @@ async def _answer(
     if body.stream:
         return ndjson_response(lines(), prepared.headers())
     parts: list[str] = []
+    calls: list[dict[str, Any]] = []
 
     async def collect() -> dict[str, Any]:
         last: dict[str, Any] = {}
         async for item in lines():
             parts.append(piece_text(item))
+            calls.extend(item.get("message", {}).get("tool_calls", []))
             last = item
         return last
 
     last = await cancel_on_disconnect(request, collect())
-    return JSONResponse({**last, **piece("".join(parts))}, headers=prepared.headers())
+    answer = {**last, **piece("".join(parts))}
+    if calls:
+        answer["message"]["tool_calls"] = calls
+    return JSONResponse(answer, headers=prepared.headers())
 
 
 def piece_text(item: dict[str, Any]) -> str:
@@ -214,9 +224,9 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     timings = wire.Timings()
     model = await acquire(services, body.model, keep_alive)
     timings.mark_loaded()
-    messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
-    prompt = await services.generation.prompt_for_chat(model, messages)
-    prepared = await _prepare(services, model, prompt, body)
+    tool_use = tool_use_of(body.tools)
+    prompt = await services.generation.prompt_for_chat(model, neutral_messages(body.messages), tool_use)
+    prepared = await _prepare(services, model, prompt, body, tool_use)
     return await _answer(
         request,
         services,

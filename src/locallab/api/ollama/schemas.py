@@ -99,9 +99,20 @@ class Message(StrictBody):
     tool_call_id: str | None = None
 
 
+class ToolFunction(StrictBody):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(StrictBody):
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
 class ChatRequest(_Generation):
     messages: list[Message] = Field(default_factory=list)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Tool] | None = None
 
 
 class ModelRequest(StrictBody):
