@@ -29,7 +29,13 @@ def test_schema_has_no_422_and_documents_errors_on_every_route(make_client: AppF
         for status, response in responses.items():
             if int(status) >= 400:
                 ref = response["content"]["application/json"]["schema"]["$ref"]
-                expected = "/OpenAIErrorResponse" if path.startswith("/v1/") else "/ErrorResponse"
+                expected = (
+                    "/OpenAIErrorResponse"
+                    if path.startswith("/v1/")
+                    else "/OllamaErrorResponse"
+                    if path.startswith("/api/")
+                    else "/ErrorResponse"
+                )
                 if path.startswith("/v1/messages"):
                     expected = "/AnthropicErrorResponse"
                 assert ref.endswith(expected), (path, method, status)

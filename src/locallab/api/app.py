@@ -21,6 +21,8 @@ from locallab.api.middleware.body import BodyGuardMiddleware
 from locallab.api.middleware.hosts import HostCheckMiddleware
 from locallab.api.middleware.observe import ObserveMiddleware
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
+from locallab.api.ollama import models as ollama_models
+from locallab.api.ollama import routes as ollama_routes
 from locallab.api.openai import responses_routes
 from locallab.api.routes import embeddings, generate, models, openai, system, web
 from locallab.api.state import Services
@@ -235,6 +237,8 @@ def create_app(
     app.include_router(anthropic_routes.router)
     app.include_router(responses_routes.router)
     app.include_router(embeddings.router)
+    app.include_router(ollama_routes.router)
+    app.include_router(ollama_models.router)
     app.include_router(web.router)
     app.openapi = _openapi_without_422(app)  # type: ignore[method-assign]
     # Added innermost first: a request meets Observe, HostCheck, CORS, Auth, RateLimit, BodyGuard.

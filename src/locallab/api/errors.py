@@ -69,6 +69,7 @@ def status_for(exc: LocalLabError) -> int:
 
 INTERNAL_ERROR = "Internal server error; the server log has the details."
 OPENAI_PREFIX = "/v1/"
+OLLAMA_PREFIX = "/api/"  # Ollama's clients read `{"error": "..."}` and raise ResponseError with the status
 _OPENAI_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
     404: "invalid_request_error", 405: "invalid_request_error", 409: "invalid_request_error",
@@ -94,11 +95,13 @@ def anthropic_error(status: int, detail: str) -> dict[str, Any]:
 
 
 def error_payload(path: str, status: int, detail: str) -> dict[str, Any]:
-    """`{"detail"}` on LocalLab's routes; Anthropic's envelope under /v1/messages and OpenAI's elsewhere
-    on /v1, so their clients raise typed errors."""
+    """`{"detail"}` on LocalLab's routes; Anthropic's envelope under /v1/messages, OpenAI's elsewhere on
+    /v1 and Ollama's `{"error"}` on /api, so their clients raise their typed errors."""
     request_id = request_id_var.get()
     if path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/"):
         return anthropic_error(status, detail)
+    if path.startswith(OLLAMA_PREFIX):
+        return {"error": detail, "request_id": request_id}
     if not path.startswith(OPENAI_PREFIX):
         return {"detail": detail, "request_id": request_id}
     match = _PARAM.match(detail)

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     max_loaded_models: int = Field(
         2, ge=1, le=16, description="Models kept loaded at once; the least recently used idle one makes room."
     )
+    ollama_version: str = Field(
+        "0.6.4",
+        pattern=r"^\d+\.\d+\.\d+$",
+        description="The version GET /api/version reports to Ollama clients: the Ollama API level LocalLab "
+        "implements (clients such as VS Code Copilot refuse versions below 0.6.4).",
+    )
     keep_alive: float = Field(
         300.0, gt=0, description="Seconds an unused model (other than the default) stays loaded."
     )

@@ -60,10 +60,11 @@ class PullTarget:
     file: str  # path inside the repository
     revision: str = "main"
     sha256: str | None = None  # expected; None: take the Hub's own (its ETag for large files)
+    local_file: str | None = None  # the name in the models directory, when not the file's own
 
     @property
     def local_name(self) -> str:
-        return self.file.rsplit("/", 1)[-1]
+        return self.local_file or self.file.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -412,6 +413,33 @@ def fetch_folder(
     os.replace(staging, destination)
     logger.info("pulled %s into %s (commit %s)", target.repo, destination, info.sha)
     return destination, "", verified
+
+
+def gguf_for_quantization(repo: str, quantization: str | None, preferred: str = "Q4_K_M") -> str:
+    """Blocking: the path of the one-part .gguf file in a Hub repository whose name carries
+    `quantization` (None: `preferred`, else the first file), as `hf.co/owner/repo:quant` names pick."""
+    hub = _Hub()
+    info = hub.call(repo, repo, lambda: _model_info(repo, "main", hub.endpoint))
+    files: list[str] = sorted(
+        str(s.rfilename)
+        for s in (info.siblings or [])
+        if s.rfilename.lower().endswith(".gguf") and not re.search(r"-\d{5}-of-\d{5}\.gguf$", s.rfilename)
+    )
+    if not files:
+        raise InvalidRequestError(f"model: {repo} has no single-file .gguf model on the Hub.")
+
+    def matches(name: str, quant: str) -> bool:
+        return re.search(rf"(^|[^A-Za-z0-9]){re.escape(quant)}([^A-Za-z0-9]|$)", name, re.I) is not None
+
+    if quantization is None:
+        return next((f for f in files if matches(f, preferred)), files[0])
+    found = [f for f in files if matches(f.rsplit("/", 1)[-1], quantization)]
+    if not found:
+        quants = ", ".join(f.rsplit("/", 1)[-1] for f in files[:10])
+        raise ModelNotFoundError(
+            f"model: {repo} has no .gguf file for '{quantization}'; its files: {quants}."
+        )
+    return found[0]
 
 
 def _model_info(repo: str, revision: str, endpoint: str | None) -> Any:

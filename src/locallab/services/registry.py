@@ -234,6 +234,15 @@ class ModelRegistry:
         """Seconds `model_id` stays loaded once idle (until it unloads; then the default again)."""
         self._keep_alive[model_id] = seconds
 
+    def idle_seconds_left(self, model_id: str, default_keep_alive: float) -> float | None:
+        """Seconds until a loaded model would be unloaded for idleness; None: never (the default model)."""
+        loaded = self._loaded.get(model_id)
+        if loaded is None or loaded is self._current:
+            return None
+        keep = self._keep_alive.get(model_id, default_keep_alive)
+        idle = time.monotonic() - self._last_used.get(model_id, time.monotonic())
+        return None if keep == float("inf") else max(0.0, keep - idle)
+
     def _touch(self, loaded: LoadedModel) -> LoadedModel:
         self._last_used[loaded.id] = time.monotonic()
         return loaded

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 
@@ -18,8 +18,11 @@ def _read(name: str) -> bytes:
     return resources.files("locallab.web").joinpath(name).read_bytes()
 
 
-@router.get("/")
-async def index() -> HTMLResponse:
+@router.api_route("/", methods=["GET", "HEAD"])
+async def index(request: Request) -> Response:
+    # Ollama's clients probe GET / for "Ollama is running"; browsers ask for HTML and get the chat page.
+    if "text/html" not in request.headers.get("accept", ""):
+        return PlainTextResponse("Ollama is running", headers=_HEADERS)
     # Framing refused: no other site can overlay the page and trick clicks.
     headers = {**_HEADERS, "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"}
     return HTMLResponse(_read("index.html"), headers=headers)
