@@ -10,6 +10,7 @@ import pytest
 
 from locallab.engines.base import GenerationChunk
 from locallab.engines.llamacpp import LlamaCppEngine, load_llamacpp_engine
+from locallab.engines.llamacpp.engine import common_prefix_length
 from locallab.services.chat_template import render_chat
 from tests.real_model import assert_same_greedy_text, collect, default_model_path, run
 
@@ -65,6 +66,25 @@ def test_a_shared_system_prompt_is_computed_once_and_each_answer_is_its_own(unca
         assert len(texts) == 2  # different questions, different answers from one shared prefix
     finally:
         run(engine.close())
+
+
+def test_requests_arriving_together_with_one_system_prompt_compute_it_once() -> None:
+    engine = _engine()
+    try:
+        prompts = [_support_chat(engine, q) for q in QUESTIONS]
+        together = run(_together(engine, prompts, max_tokens=4))
+        system_tokens = len(run(engine.tokenize(_support_chat(engine, ""))))
+        cached = sorted(chunks[-1].cached_tokens for chunks in together)
+        assert cached[0] == 0  # the first reads the system prompt...
+        assert all(c >= system_tokens - 8 for c in cached[1:])  # ...the others wait for it and share it
+    finally:
+        run(engine.close())
+
+
+def test_common_prefix_length() -> None:
+    assert common_prefix_length([1, 2, 3, 4], [1, 2, 5]) == 2
+    assert common_prefix_length([1, 2], [1, 2, 3]) == 2
+    assert common_prefix_length([], [1]) == 0 and common_prefix_length([7], [8]) == 0
 
 
 def test_the_pool_is_reported_and_finished_requests_stay_cached(uncached: LlamaCppEngine) -> None:

@@ -33,6 +33,22 @@ from locallab.errors import EngineError
 
 logger = logging.getLogger(__name__)
 
+# A request waits for a prompt being read when it would share at least this many more tokens with it:
+# below that, computing them again costs less than the wait.
+SHARE_WAIT_MIN = 32
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """Length of the common start of two token lists (binary search over slice comparisons, done in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
 
 class LlamaCppEngine(ThreadedEngine[Sequence]):
     engine_name = "llama.cpp"
@@ -90,19 +106,7 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
                     waiting.remove(seq)
                     seq.free_sampler()  # a preempted sequence keeps its chain while it waits
                     self._finished(seq)
-                while waiting and len(active) < self._parallel:
-                    seq = waiting[0]
-                    try:
-                        if not self._admit(seq, pool, active):
-                            break  # the pool has no room for it yet: running sequences go first
-                    except EngineError as exc:  # this request cannot run; the others go on
-                        waiting.pop(0)
-                        seq.emit(exc)
-                        self._outbox.flush()
-                        self._finished(seq)
-                        continue
-                    waiting.pop(0)
-                    active.append(seq)
+                self._admit_waiting(waiting, active, pool)
                 for seq in [s for s in active if s.cancelled]:
                     self._release(seq, active)
                 if not active:
@@ -157,6 +161,43 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
         self._pool_usage = KvPoolUsage(
             pool.size, pool.used, self._native.kv_type, pool.share_prefixes, pool.evictions, self._preemptions
         )
+
+    def _admit_waiting(self, waiting: list[Sequence], active: list[Sequence], pool: KvPool) -> None:
+        """Admits waiting sequences in order while there is a place and room in the pool. One whose prompt
+        starts like a prompt still being read waits for it and then shares its cells (16 users with one
+        system prompt: computed once, not 8 times at once); those behind it may go first meanwhile."""
+        index = 0
+        while index < len(waiting) and len(active) < self._parallel:
+            seq = waiting[index]
+            if self._prefix_in_flight(seq, active, pool):
+                index += 1
+                continue
+            try:
+                if not self._admit(seq, pool, active):
+                    return  # the pool has no room for it yet: running sequences go first
+            except EngineError as exc:  # this request cannot run; the others go on
+                waiting.pop(index)
+                seq.emit(exc)
+                self._outbox.flush()
+                self._finished(seq)
+                continue
+            waiting.pop(index)
+            active.append(seq)
+
+    @staticmethod
+    def _prefix_in_flight(seq: Sequence, active: list[Sequence], pool: KvPool) -> bool:
+        """Whether a running sequence is reading a prompt that shares at least SHARE_WAIT_MIN more tokens
+        with `seq`'s than the pool holds already."""
+        if not pool.share_prefixes:
+            return False
+        match = pool.longest_prefix(seq.tokens)
+        cached = match.length if match is not None else 0
+        for other in active:
+            if other.prefilling:
+                shared = common_prefix_length(seq.tokens, other.tokens)
+                if shared - cached >= SHARE_WAIT_MIN and other.prompt_pos < shared:
+                    return True
+        return False
 
     def _admit(self, seq: Sequence, pool: KvPool, active: list[Sequence]) -> bool:
         """Gives `seq` a lane that starts with the longest prefix of its tokens found in the pool, when
