@@ -64,6 +64,12 @@ FOLLOW_UPS = [
 ]
 
 
+def _client() -> httpx.AsyncClient:
+    # No keep-alive: a turn that reuses a connection the server has just closed as idle fails
+    # ("Server disconnected without sending a response"), which is the client's race, not the server's.
+    return httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def _body(server: Server, messages: list[dict[str, str]], max_tokens: int, stream: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": "default", "messages": messages, "max_tokens": max_tokens, "temperature": 0.0,
@@ -122,7 +128,7 @@ async def _chat(
 
 
 async def shared_prefix(server: Server, args: argparse.Namespace) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=900) as client:
+    async with _client() as client:
         start = time.perf_counter()
         results = await asyncio.gather(
             *(
@@ -157,7 +163,7 @@ async def multi_turn(server: Server, args: argparse.Namespace) -> dict[str, Any]
                 messages += [{"role": "user", "content": FOLLOW_UPS[turn]}]
         return turns
 
-    async with httpx.AsyncClient(timeout=900) as client:
+    async with _client() as client:
         start = time.perf_counter()
         conversations = await asyncio.gather(*(conversation(client, i) for i in range(8)))
     turns = [t for c in conversations for t in c]
@@ -180,7 +186,7 @@ def _long_prompt(index: int) -> str:
 
 
 async def long_prompt(server: Server, args: argparse.Namespace) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=900) as client:
+    async with _client() as client:
         start = time.perf_counter()
         results = await asyncio.gather(
             *(_chat(client, server, [{"role": "user", "content": _long_prompt(i)}], 32) for i in range(4))
