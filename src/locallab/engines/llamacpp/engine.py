@@ -139,8 +139,10 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
                         )  # fmt: skip
                     if seq.accept(piece, eog=eog, n_ctx_seq=native.n_ctx_seq, logprob=logprob):
                         self._release(seq, active)
+                self._publish(
+                    active
+                )  # before the chunks go out: a client that got its last one sees the pool
                 self._outbox.flush()
-                self._publish(active)
         except BaseException as exc:  # never leave a waiting client hanging
             logger.exception("llama.cpp engine thread crashed")
             error = EngineError(f"The llama.cpp engine stopped: {exc}")
