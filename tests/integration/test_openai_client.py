@@ -135,5 +135,6 @@ def test_json_object_mode_gives_json(oai: openai.OpenAI) -> None:
 
 
 def test_models(oai: openai.OpenAI) -> None:
-    assert [m.id for m in oai.models.list().data] == [MODEL, "gemma3-270m"]  # the installed catalog models
+    # the installed catalog models: the two chat models and the packaged embedding model
+    assert [m.id for m in oai.models.list().data] == [MODEL, "gemma3-270m", "all-minilm-l6-v2"]
     assert oai.models.retrieve(MODEL).id == MODEL
