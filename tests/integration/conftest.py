@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from tests.conftest import free_port
@@ -97,3 +98,10 @@ def server_8(start_server: Callable[..., Server]) -> Server:
 def client(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120) as c:
         yield c
+
+
+@pytest.fixture
+def oai(server: Server) -> Iterator[openai.OpenAI]:
+    """The official `openai` package on the default server."""
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
+        yield client

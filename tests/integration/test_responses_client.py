@@ -4,7 +4,7 @@ model: create, stream, structured output, chains, and chains that survive a rest
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,22 +14,11 @@ import pytest
 
 from tests.api.test_anthropic import named_events
 from tests.integration.conftest import Server
+from tests.integration.test_openai_client import PERSON
 
 pytestmark = pytest.mark.integration
 
 MODEL = "smollm2-135m-instruct"
-PERSON = {
-    "type": "object",
-    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-    "required": ["name", "age"],
-    "additionalProperties": False,
-}
-
-
-@pytest.fixture
-def oai(server: Server) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
-        yield client
 
 
 def test_create(oai: openai.OpenAI) -> None:
