@@ -147,3 +147,32 @@ class HubStandIn:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# The default model as a stand-in Hub repository serves it, and a catalog entry that pulls it from there.
+SMOLLM2_REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def write_smollm2_hub_catalog(folder: Path, model: Path) -> Path:
+    """A catalog file (LOCALLAB_CATALOG_FILE) with one entry, `smollm2-hub`: `model` served by the stand-in
+    as SMOLLM2_REPO/SMOLLM2_FILE, with its real size and sha256."""
+    catalog = folder / "catalog.toml"
+    catalog.write_text(
+        f"""
+[[models]]
+id = "smollm2-hub"
+name = "SmolLM2 135M Instruct (from the Hub)"
+description = "The default model, pulled from a Hub stand-in."
+engine = "llama.cpp"
+format = "gguf"
+parameters = "135M"
+quantization = "Q4_1"
+context_length = 8192
+license = "Apache-2.0"
+size_bytes = {model.stat().st_size}
+sha256 = "{hashlib.sha256(model.read_bytes()).hexdigest()}"
+source = {{ repo = "{SMOLLM2_REPO}", file = "{SMOLLM2_FILE}" }}
+"""
+    )
+    return catalog

@@ -13,14 +13,13 @@ import httpx
 import pexpect
 import pytest
 
-from tests.hub_standin import HubStandIn
+from tests.hub_standin import SMOLLM2_FILE, SMOLLM2_REPO, HubStandIn, write_smollm2_hub_catalog
 from tests.integration.conftest import Server
 from tests.real_model import default_model_path
 
 pytestmark = pytest.mark.integration
 
-REPO = "test-org/SmolLM2-135M-Instruct-GGUF"
-FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+REPO, FILE = SMOLLM2_REPO, SMOLLM2_FILE
 
 
 @pytest.fixture
@@ -43,24 +42,7 @@ def test_pull_shows_a_progress_bar_then_the_model_loads_and_answers(
 ) -> None:
     standin, hub_url = hub
     sha = hashlib.sha256(default_model_path().read_bytes()).hexdigest()
-    catalog = tmp_path / "catalog.toml"
-    catalog.write_text(
-        f"""
-[[models]]
-id = "smollm2-hub"
-name = "SmolLM2 135M Instruct (from the Hub)"
-description = "The default model, pulled from a Hub stand-in."
-engine = "llama.cpp"
-format = "gguf"
-parameters = "135M"
-quantization = "Q4_1"
-context_length = 8192
-license = "Apache-2.0"
-size_bytes = {default_model_path().stat().st_size}
-sha256 = "{sha}"
-source = {{ repo = "{REPO}", file = "{FILE}" }}
-"""
-    )
+    catalog = write_smollm2_hub_catalog(tmp_path, default_model_path())
     server = start_server(
         LOCALLAB_RATE_LIMIT_PER_MINUTE="0",
         LOCALLAB_PARALLEL="2",
