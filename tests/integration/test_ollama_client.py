@@ -55,7 +55,8 @@ def test_generate_with_num_predict_stops_at_length(client: ollama.Client) -> Non
 def test_format_schema_gives_matching_json(client: ollama.Client) -> None:
     schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
     messages = [{"role": "user", "content": "How old is a ten-year-old? Answer in JSON."}]
-    answer = client.chat(model=MODEL, messages=messages, format=schema, options={"num_predict": 64})
+    options = {"num_predict": 64, "temperature": 0}
+    answer = client.chat(model=MODEL, messages=messages, format=schema, options=options)
     assert isinstance(json.loads(answer.message.content)["age"], int)
 
 
