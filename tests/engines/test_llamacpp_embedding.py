@@ -86,6 +86,15 @@ def test_512_inputs_come_back_in_order(embedder: LlamaCppEmbedder) -> None:
         assert float(alone @ together[i]) > 0.9999
 
 
+def test_long_and_short_requests_tokenize_alike(embedder: LlamaCppEmbedder) -> None:
+    # Short requests are tokenized on the event loop, long ones in a worker thread: same tokens.
+    from locallab.engines.llamacpp.embedding import INLINE_TOKENIZE_CHARS
+
+    many = SENTENCES * (INLINE_TOKENIZE_CHARS // sum(map(len, SENTENCES)) + 1)
+    assert sum(map(len, many)) > INLINE_TOKENIZE_CHARS >= sum(map(len, SENTENCES))
+    assert run(embedder.tokenize_many(many))[: len(SENTENCES)] == run(embedder.tokenize_many(SENTENCES))
+
+
 def test_inputs_of_one_request_share_passes(embedder: LlamaCppEmbedder) -> None:
     before = embedder.passes
     run(embed_texts(embedder, [f"short text {i}" for i in range(32)]))
