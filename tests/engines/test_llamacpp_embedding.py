@@ -119,6 +119,26 @@ def test_concurrent_requests_each_get_their_own_vectors(embedder: LlamaCppEmbedd
             row += 1
 
 
+def test_a_cancelled_request_leaves_the_queue_and_others_are_served(embedder: LlamaCppEmbedder) -> None:
+    big = [f"cancelled input {i} about things" for i in range(2048)]  # 64 passes of 32 at least
+
+    async def cancel_then_embed() -> tuple[int, int, np.ndarray]:
+        tokens = await embedder.tokenize_many(big)
+        start = embedder.passes
+        task = asyncio.ensure_future(embedder.embed(tokens))
+        while embedder.passes == start:  # wait until the engine is reading it
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        cancelled_at = embedder.passes
+        vectors = await embed_texts(embedder, SENTENCES)
+        return cancelled_at - start, embedder.passes - cancelled_at, vectors
+
+    read_before, passes_after, vectors = run(cancel_then_embed())
+    assert read_before < 64 and passes_after <= 3  # the pass running at the cancel, then ours
+    assert float((vectors * reference_vectors(SENTENCES)).sum(axis=1).min()) >= 0.999
+
+
 def test_truncation_keeps_the_closing_separator(embedder: LlamaCppEmbedder) -> None:
     tokens = run(embedder.tokenize("word " * 600))
     cut = embedder.truncate(tokens, 512)
