@@ -32,8 +32,9 @@ INLINE_TOKENIZE_CHARS = 4096  # tokenizing 1,000 short sentences (50,000 charact
 
 
 class _Job:
-    """One request's inputs; `vectors` fills in as its inputs are read. Touched by the engine thread,
-    except `cancelled`."""
+    """One request's inputs; `vectors` fills in as its inputs are read, in whatever order the passes
+    take them. Touched by the engine thread only, except `cancelled` (set by a caller that went away,
+    or by the engine when a pass failed): a cancelled job's inputs leave the queue at the next pass."""
 
     def __init__(self, inputs: list[list[int]], dimensions: int, loop: asyncio.AbstractEventLoop) -> None:
         self.inputs = inputs
