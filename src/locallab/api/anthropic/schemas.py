@@ -151,10 +151,6 @@ class MessagesRequest(ConversationBody):
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
-        if self.tools and self.stream:
-            raise InvalidRequestError(
-                "stream: streaming with tools is not supported on /v1/messages yet; send stream false."
-            )
         if self.container is not None:
             raise InvalidRequestError("container: LocalLab runs no code-execution containers; remove it.")
 

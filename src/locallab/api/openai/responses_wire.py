@@ -272,9 +272,12 @@ def tool_use_of(body: ResponsesRequest) -> ToolUse | None:
     return ToolUse(tuple(tools), mode, parallel)
 
 
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}  # fmt: skip
+
+
 def function_call_items(calls: list[ToolCall]) -> list[dict[str, Any]]:
-    return [
-        {"type": "function_call", "id": new_id("fc"), "call_id": c.id, "name": c.name,
-         "arguments": c.arguments or "{}", "status": "completed"}
-        for c in calls
-    ]  # fmt: skip
+    return [function_call_item(new_id("fc"), c.id, c.name, c.arguments or "{}") for c in calls]
