@@ -169,6 +169,7 @@ def test_function_calls_come_back_as_output_items(make_client: AppFactory) -> No
     [call] = body["output"]
     assert call["type"] == "function_call" and call["name"] == "get_weather" and call["call_id"]
     assert json.loads(call["arguments"]) == {"city": "Paris"} and body["status"] == "completed"
+    assert body["tools"] == [WEATHER_TOOL] and body["tool_choice"] == choice  # echoed as sent
     assert engine.requests[-1].sampling.call_grammar is not None  # forced: decoded under the grammar
 
 

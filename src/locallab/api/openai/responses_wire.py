@@ -209,7 +209,7 @@ def response_object(
         "temperature": body.temperature,
         "text": {"format": text_format},
         "tool_choice": body.tool_choice or "auto",
-        "tools": [],
+        "tools": body.tools or [],  # as sent: function tools only get this far
         "top_p": body.top_p,
         "truncation": body.truncation or "disabled",
         "usage": usage(used) if used is not None else None,
