@@ -320,3 +320,12 @@ def test_a_call_cut_off_by_max_tokens_stops_for_max_tokens(make_client: AppFacto
                                  "input": {}}]  # fmt: skip
     events = named_events(client.post("/v1/messages", json={**request, "stream": True}).text)
     assert events[-2][1]["delta"]["stop_reason"] == "max_tokens"
+
+
+def test_tool_fields_agents_send_are_accepted(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"ok"]))
+    tool = {**WEATHER, "strict": True, "eager_input_streaming": True, "input_examples": [{"city": "Oslo"}]}
+    response = client.post("/v1/messages", json={**BODY, "tools": [tool], "stream": True})
+    assert response.status_code == 200 and "event: message_stop" in response.text
+    unknown = client.post("/v1/messages", json={**BODY, "tools": [{**WEATHER, "defer_loading": True}]})
+    assert unknown.status_code == 400 and "defer_loading" in unknown.json()["error"]["message"]
