@@ -283,3 +283,15 @@ def test_a_streamed_answer_with_tools_but_no_call_is_a_message(make_client: AppF
     [message] = _assemble(events)
     assert message["type"] == "message" and message["content"][0]["text"] == "It is sunny."
     assert events[-1][1]["response"]["output"] == [message]
+
+
+def test_a_call_cut_off_by_max_output_tokens_is_incomplete(make_client: AppFactory) -> None:
+    pieces = [b'<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par', b"is", b'"}}']
+    client = make_client(FakeEngine(pieces))
+    request = {**BODY, "tools": [WEATHER_TOOL], "max_output_tokens": 1}
+    whole = client.post("/v1/responses", json=request).json()
+    assert whole["status"] == "incomplete" and whole["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert [item["type"] for item in whole["output"]] == ["function_call"]
+    events = named_events(client.post("/v1/responses", json={**request, "stream": True}).text)
+    final = events[-1][1]["response"]
+    assert final["status"] == "incomplete" and _without_ids(final["output"]) == _without_ids(whole["output"])

@@ -71,8 +71,6 @@ def _events(
                 for closed in items.finish():
                     yield closed
                 status, incomplete = wire.status_of(chunk.finish_reason)
-                if items.called:  # as in a whole answer
-                    status, incomplete = "completed", None
                 final = wire.response_object(
                     response_id, body, model_id, created_at=created, status=status,
                     output=items.output, incomplete=incomplete, used=Usage.of(chunk),
@@ -125,8 +123,6 @@ async def create_response(
         tools.feed_whole(completion.text, completion.tool_calls)
         output = [wire.output_message(wire.new_id("msg"), tools.content)] if tools.content else []
         output += wire.function_call_items(tools.calls)
-        if tools.calls:
-            status, incomplete = "completed", None
     result = wire.response_object(
         wire.new_id("resp"), body, model.id, created_at=created, status=status,
         output=output, incomplete=incomplete, used=completion.usage,

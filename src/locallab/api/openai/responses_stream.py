@@ -27,10 +27,6 @@ class OutputItems:
         self._call_index: int | None = None  # the tools core's index of the call in the open item
         self._text: list[str] = []
 
-    @property
-    def called(self) -> bool:
-        return any(item["type"] == "function_call" for item in self.output)
-
     def start_message(self) -> list[NamedEvent]:
         events = self._close()
         self._item, self._text = wire.output_message(wire.new_id("msg"), None, "in_progress"), []

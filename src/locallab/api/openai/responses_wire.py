@@ -7,7 +7,8 @@ a response object and its semantic stream events.
   come before this request's input.
 - `max_output_tokens` is the token limit; `text.format` the JSON grammar (`json_object`, `json_schema`).
 - finish "length" and "time" (LocalLab's time cap) are `status: "incomplete"` with
-  `incomplete_details.reason: "max_output_tokens"`; "stop" is `completed`.
+  `incomplete_details.reason: "max_output_tokens"` (also when the limit cut a function call short: its
+  arguments are unfinished); "stop" is `completed`.
 """
 
 from __future__ import annotations
