@@ -8,7 +8,9 @@ same GGUF) and llama-cpp-python's `Llama.embed` (the same GGUF), all on all-Mini
 Work: 1,000 short sentences in batches of 64 (one batch after the other; for the servers also all
 batches at once), and the latency of one sentence alone (median of --single requests). Every system
 gets the same threads. Vectors are compared with sentence-transformers' (cosine, each sentence).
-The in-process peers run in child processes, so each one's peak RSS is its own.
+The in-process peers run in child processes, so each one's peak RSS is its own. Besides wall-clock
+rates, the table gives sentences per CPU-second of each system (the server process, or the child),
+one after the other batches: on a machine others are using, that figure moves far less than time does.
 """
 
 from __future__ import annotations
@@ -101,15 +103,17 @@ else:
                   n_batch=512, n_ubatch=512, verbose=False)
     embed = lambda items: np.array(model.embed(items, normalize=True), dtype=np.float32)
 embed(texts[:batch])  # warm-up
-start = time.perf_counter()
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+start, cpu_start = time.perf_counter(), cpu()
 vectors = np.concatenate([embed(texts[i:i + batch]) for i in range(0, len(texts), batch)])
-seconds = time.perf_counter() - start
+seconds, cpu_seconds = time.perf_counter() - start, cpu() - cpu_start
 latencies = []
 for text in texts[:single]:
     t = time.perf_counter(); embed([text]); latencies.append(time.perf_counter() - t)
 np.save(out, vectors.astype(np.float32))
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": seconds, "single_ms": 1000 * float(np.median(latencies)), "rss": rss}))
+single_ms = 1000 * float(np.median(latencies))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "single_ms": single_ms, "rss": rss}))
 """
 
 
@@ -163,6 +167,14 @@ class Server:
         except psutil.Error:
             return 0
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far, all its threads (a figure a busy machine barely moves)."""
+        try:
+            times = psutil.Process(self.process.pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -211,9 +223,9 @@ async def http_run(server: Server, texts: list[str], args: argparse.Namespace) -
             return np.array([d["embedding"] for d in data], dtype=np.float32)
 
         await post(batches[0])  # warm-up
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), server.cpu_seconds()
         vectors = np.concatenate([await post(b) for b in batches])
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, server.cpu_seconds() - cpu_start
         start = time.perf_counter()
         await asyncio.gather(*(post(b) for b in batches))
         concurrent_seconds = time.perf_counter() - start
@@ -224,6 +236,7 @@ async def http_run(server: Server, texts: list[str], args: argparse.Namespace) -
             latencies.append(time.perf_counter() - t)
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "concurrent_seconds": concurrent_seconds,
         "single_ms": 1000 * statistics.median(latencies),
         "vectors": vectors,
@@ -257,6 +270,7 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on `kill` too
     texts = sentences(args.sentences)
+    load = os.getloadavg()
     folder, gguf = prepare_model()
     logs = CACHE / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -294,10 +308,15 @@ def main() -> None:
     finally:
         for server in servers:
             server.stop()
-    report(results, texts, args)
+    report(results, texts, args, load)
 
 
-def report(results: dict[str, list[dict[str, Any]]], texts: list[str], args: argparse.Namespace) -> None:
+def report(
+    results: dict[str, list[dict[str, Any]]],
+    texts: list[str],
+    args: argparse.Namespace,
+    load: tuple[float, float, float],
+) -> None:
     reference = results.get("sentence-transformers", [{}])[0].get("vectors")
     rows = {}
     for name, runs in results.items():
@@ -306,28 +325,36 @@ def report(results: dict[str, list[dict[str, Any]]], texts: list[str], args: arg
         cosine = float((runs[0]["vectors"] * reference).sum(axis=1).min()) if reference is not None else None
         rows[name] = {
             "sentences_per_s": rate,
+            "sentences_per_cpu_s": statistics.median(len(texts) / r["cpu_seconds"] for r in runs),
             "concurrent_per_s": statistics.median(concurrent) if concurrent else None,
             "single_ms": statistics.median(r["single_ms"] for r in runs),
             "peak_rss_mb": max(r["rss"] for r in runs) / 2**20,
             "min_cosine_vs_st": cosine,
         }
-    base = rows.get("sentence-transformers", {}).get("sentences_per_s")
-    peer = rows.get("llama-server", {}).get("sentences_per_s")
-    print(f"\n{len(texts)} sentences, batches of {args.batch}, {args.threads} threads, {args.rounds} rounds")
-    print("| system | sentences/s | vs sentence-transformers | vs llama-server | all batches at once /s "
-          "| 1 sentence p50 ms | peak RSS MB | min cosine vs ST |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    base = rows.get("sentence-transformers", {})
+    peer = rows.get("llama-server", {})
+    print(f"\n{len(texts)} sentences, batches of {args.batch}, {args.threads} threads, {args.rounds} rounds; "
+          f"load average {load[0]:.1f} before, {os.getloadavg()[0]:.1f} after")  # fmt: skip
+    print("| system | sentences/s | vs sentence-transformers | vs llama-server | per CPU-second "
+          "| per CPU-s vs ST | per CPU-s vs llama-server | all batches at once /s | 1 sentence p50 ms "
+          "| peak RSS MB | min cosine vs ST |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def ratio(row: dict[str, Any], other: dict[str, Any], key: str) -> str:
+        return f"{row[key] / other[key]:.2f}x" if other else "-"
+
     for name, row in rows.items():
-        rate = row["sentences_per_s"]
-        vs_st = f"{rate / base:.2f}x" if base else "-"
-        vs_peer = f"{rate / peer:.2f}x" if peer else "-"
         concurrent = f"{row['concurrent_per_s']:.0f}" if row["concurrent_per_s"] else "-"
         cosine = f"{row['min_cosine_vs_st']:.6f}" if row["min_cosine_vs_st"] is not None else "-"
-        print(f"| {name} | {rate:.0f} | {vs_st} | {vs_peer} | {concurrent} | {row['single_ms']:.1f} "
-              f"| {row['peak_rss_mb']:.0f} | {cosine} |")  # fmt: skip
+        print(f"| {name} | {row['sentences_per_s']:.0f} | {ratio(row, base, 'sentences_per_s')} "
+              f"| {ratio(row, peer, 'sentences_per_s')} | {row['sentences_per_cpu_s']:.0f} "
+              f"| {ratio(row, base, 'sentences_per_cpu_s')} | {ratio(row, peer, 'sentences_per_cpu_s')} "
+              f"| {concurrent} | {row['single_ms']:.1f} | {row['peak_rss_mb']:.0f} | {cosine} |")  # fmt: skip
     out = ROOT / "bench" / "results" / "embed.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps({"args": vars(args), "load": [load[0], os.getloadavg()[0]], "rows": rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

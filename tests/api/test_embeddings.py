@@ -93,6 +93,20 @@ def test_base64_is_little_endian_float32_of_the_same_vector(client: TestClient) 
         assert np.array_equal(decoded, np.array(as_float["embedding"], dtype=np.float32))
 
 
+def test_ollamas_embed_routes_answer_the_same_float32_vectors(client: TestClient) -> None:
+    texts = ["alpha beta", "gamma"]
+    openai = np.array([d["embedding"] for d in embed(client, input=texts).json()["data"]], dtype=np.float32)
+    ollama = client.post("/api/embed", json={"model": "fake-embed", "input": texts})
+    assert ollama.status_code == 200
+    assert ollama.json()["prompt_eval_count"] > 0
+    assert np.array_equal(np.array(ollama.json()["embeddings"], dtype=np.float32), openai)
+    legacy = client.post("/api/embeddings", json={"model": "fake-embed", "prompt": "gamma"}).json()
+    assert np.array_equal(np.array(legacy["embedding"], dtype=np.float32), openai[1])
+    assert client.post("/api/embeddings", json={"model": "fake-embed", "prompt": ""}).json() == {
+        "embedding": []
+    }
+
+
 def test_all_inputs_of_a_request_reach_the_engine_in_one_call(
     client: TestClient, embedder: FakeEmbedder
 ) -> None:

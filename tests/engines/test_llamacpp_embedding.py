@@ -86,6 +86,15 @@ def test_512_inputs_come_back_in_order(embedder: LlamaCppEmbedder) -> None:
         assert float(alone @ together[i]) > 0.9999
 
 
+def test_long_and_short_requests_tokenize_alike(embedder: LlamaCppEmbedder) -> None:
+    # Short requests are tokenized on the event loop, long ones in a worker thread: same tokens.
+    from locallab.engines.llamacpp.embedding import INLINE_TOKENIZE_CHARS
+
+    many = SENTENCES * (INLINE_TOKENIZE_CHARS // sum(map(len, SENTENCES)) + 1)
+    assert sum(map(len, many)) > INLINE_TOKENIZE_CHARS >= sum(map(len, SENTENCES))
+    assert run(embedder.tokenize_many(many))[: len(SENTENCES)] == run(embedder.tokenize_many(SENTENCES))
+
+
 def test_inputs_of_one_request_share_passes(embedder: LlamaCppEmbedder) -> None:
     before = embedder.passes
     run(embed_texts(embedder, [f"short text {i}" for i in range(32)]))
@@ -108,6 +117,26 @@ def test_concurrent_requests_each_get_their_own_vectors(embedder: LlamaCppEmbedd
             similarities = alone @ vector
             assert int(similarities.argmax()) == row and similarities[row] > 0.9999
             row += 1
+
+
+def test_a_cancelled_request_leaves_the_queue_and_others_are_served(embedder: LlamaCppEmbedder) -> None:
+    big = [f"cancelled input {i} about things" for i in range(2048)]  # 64 passes of 32 at least
+
+    async def cancel_then_embed() -> tuple[int, int, np.ndarray]:
+        tokens = await embedder.tokenize_many(big)
+        start = embedder.passes
+        task = asyncio.ensure_future(embedder.embed(tokens))
+        while embedder.passes == start:  # wait until the engine is reading it
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        cancelled_at = embedder.passes
+        vectors = await embed_texts(embedder, SENTENCES)
+        return cancelled_at - start, embedder.passes - cancelled_at, vectors
+
+    read_before, passes_after, vectors = run(cancel_then_embed())
+    assert read_before < 64 and passes_after <= 3  # the pass running at the cancel, then ours
+    assert float((vectors * reference_vectors(SENTENCES)).sum(axis=1).min()) >= 0.999
 
 
 def test_truncation_keeps_the_closing_separator(embedder: LlamaCppEmbedder) -> None:

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -28,6 +30,7 @@ from locallab.api.ollama.schemas import (
     PullRequest,
 )
 from locallab.api.state import get_services
+from locallab.engines.base import Vectors
 from locallab.errors import DownloadError, InvalidRequestError, ModelNotFoundError
 from locallab.services.downloads import (
     PullProgress,
@@ -38,6 +41,12 @@ from locallab.services.downloads import (
 )
 
 router = APIRouter(prefix="/api", tags=["ollama"])
+_EMBED_OK: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The vectors, L2-normalised.",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
 
 FAR_FUTURE = datetime(2318, 1, 1, tzinfo=timezone.utc)  # what Ollama reports for a model that never expires
 
@@ -174,7 +183,7 @@ async def pull(body: PullRequest, request: Request) -> Response:
 
 async def _embed(
     request: Request, name: str, texts: list[str], truncate: bool, dims: int | None, keep: Any
-) -> tuple[list[list[float]], int, dict[str, int]]:
+) -> tuple[Vectors, int, dict[str, int]]:
     services = get_services(request)
     timings = wire.Timings()
     keep_alive = wire.keep_alive_seconds(keep)
@@ -187,30 +196,50 @@ async def _embed(
         ),
     )
     durations = timings.final(result.prompt_tokens, 0)
-    return result.vectors.tolist(), result.prompt_tokens, durations
+    # orjson writes only C-contiguous arrays, as the shortest text of each float32
+    vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
+    return vectors, result.prompt_tokens, durations
 
 
-@router.post("/embed", responses=errors(404, 503), summary="Ollama: embeddings (L2-normalised)")
-async def embed(body: EmbedRequest, request: Request) -> dict[str, Any]:
+def _vectors_json(body: dict[str, Any]) -> Response:
+    """orjson writes the float32 rows directly: FastAPI's encoder took about 68 ms for 64 vectors of 384
+    (walking each number as an object, on the event loop), orjson about 2."""
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+@router.post(
+    "/embed",
+    response_model=None,
+    responses={**_EMBED_OK, **errors(404, 503)},
+    summary="Ollama: embeddings (L2-normalised)",
+)
+async def embed(body: EmbedRequest, request: Request) -> Response:
     texts = [body.input] if isinstance(body.input, str) else body.input
     vectors, tokens, durations = await _embed(
         request, body.model, texts, body.truncate, body.dimensions, body.keep_alive
     )
-    return {
-        "model": body.model,
-        "embeddings": vectors,
-        "total_duration": durations["total_duration"],
-        "load_duration": durations["load_duration"],
-        "prompt_eval_count": tokens,
-    }
+    return _vectors_json(
+        {
+            "model": body.model,
+            "embeddings": vectors,
+            "total_duration": durations["total_duration"],
+            "load_duration": durations["load_duration"],
+            "prompt_eval_count": tokens,
+        }
+    )
 
 
-@router.post("/embeddings", responses=errors(404, 503), summary="Ollama (legacy): one embedding")
-async def embeddings(body: LegacyEmbeddingsRequest, request: Request) -> dict[str, Any]:
+@router.post(
+    "/embeddings",
+    response_model=None,
+    responses={**_EMBED_OK, **errors(404, 503)},
+    summary="Ollama (legacy): one embedding",
+)
+async def embeddings(body: LegacyEmbeddingsRequest, request: Request) -> Response:
     if not body.prompt:
-        return {"embedding": []}  # what Ollama answers: an empty prompt only loads the model
+        return _vectors_json({"embedding": []})  # what Ollama answers: an empty prompt only loads the model
     vectors, _, _ = await _embed(request, body.model, [body.prompt], True, None, body.keep_alive)
-    return {"embedding": vectors[0]}
+    return _vectors_json({"embedding": vectors[0]})
 
 
 _NOT_CREATED = (
