@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from locallab import __version__
+from locallab.api import web
 from locallab.api.anthropic import routes as anthropic_routes
 from locallab.api.errors import install_error_handlers
 from locallab.api.middleware.auth import AuthMiddleware, KeyStore
@@ -23,8 +24,8 @@ from locallab.api.middleware.observe import ObserveMiddleware
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
 from locallab.api.ollama import models as ollama_models
 from locallab.api.ollama import routes as ollama_routes
-from locallab.api.openai import responses_routes
-from locallab.api.routes import embeddings, generate, models, openai, system, web
+from locallab.api.openai import chat_routes, embeddings_routes, responses_routes
+from locallab.api.seed import generate, models, system
 from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
 from locallab.config.remote import RemoteModelConfig, load_remote_models
@@ -233,10 +234,10 @@ def create_app(
     app.include_router(generate.router)
     app.include_router(models.router)
     app.include_router(system.router)
-    app.include_router(openai.router)
+    app.include_router(chat_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(responses_routes.router)
-    app.include_router(embeddings.router)
+    app.include_router(embeddings_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(ollama_models.router)
     app.include_router(web.router)

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from locallab.api.schemas.types import StrictBody
+from locallab.api.strict import StrictBody
 from locallab.engines.base import Vectors
 from locallab.errors import InvalidRequestError
 

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from locallab.api.cancellation import cancel_on_disconnect
-from locallab.api.openai_tools import delta_calls, finish_reason, message_calls, neutral_messages, tool_use_of
-from locallab.api.routes.docs import errors, sse_ok
-from locallab.api.schemas.openai import ChatCompletionRequest, CompletionRequest
+from locallab.api.docs import errors, sse_ok
+from locallab.api.openai.chat_schemas import ChatCompletionRequest, CompletionRequest
+from locallab.api.openai.tools import delta_calls, finish_reason, message_calls, neutral_messages, tool_use_of
 from locallab.api.sse import sse_response
 from locallab.api.state import Services, get_services
 from locallab.engines.base import GenerationChunk, TokenLogprob

@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
-from locallab.api.routes.docs import errors
-from locallab.api.schemas.requests import LoadModelRequest, PullModelRequest, UnloadModelRequest
-from locallab.api.schemas.responses import (
+from locallab.api.docs import errors
+from locallab.api.seed.request_schemas import LoadModelRequest, PullModelRequest, UnloadModelRequest
+from locallab.api.seed.response_schemas import (
     AvailableModel,
     AvailableModelsResponse,
     CurrentModelResponse,
