@@ -184,12 +184,11 @@ def test_root_says_ollama_is_running_unless_a_browser_asks(make_client: AppFacto
     assert page.headers["content-type"].startswith("text/html") and "<html" in page.text.lower()
 
 
-def test_create_blobs_and_copy_explain_what_to_do_instead(make_client: AppFactory) -> None:
+def test_create_and_blobs_explain_what_to_do_instead(make_client: AppFactory) -> None:
     client = make_client(FakeEngine())
     for response in (
         client.post("/api/create", json={"model": "x", "from": "fake-chat"}),
         client.post("/api/blobs/sha256:abc", content=b"x"),
-        client.post("/api/copy", json={"source": "fake-chat", "destination": "mine"}),
     ):
         assert response.status_code == 400 and "LocalLab" in response.json()["error"]
 

@@ -34,6 +34,8 @@ from locallab.engines.base import Engine
 from locallab.engines.gguf import check_gguf_header, is_embedding_model
 from locallab.engines.remote.pool import UpstreamObserver
 from locallab.errors import ModelLoadError
+from locallab.services.aliases import FILE_NAME as ALIASES_FILE
+from locallab.services.aliases import AliasStore
 from locallab.services.downloads import DownloadManager
 from locallab.services.embeddings import EmbeddingService
 from locallab.services.generation import GenerationLimits, GenerationService
@@ -170,6 +172,7 @@ def create_app(
             max_loaded=settings.max_loaded_models,
             remote_ids=frozenset(remote_models),
             model_dirs=settings.model_dir_list(),
+            aliases=AliasStore(settings.models_dir / ALIASES_FILE),
         )
         if settings.model:
             registry.trust(settings.model)

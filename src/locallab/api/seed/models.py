@@ -302,4 +302,5 @@ async def delete_model(model_id: str, request: Request) -> DeleteModelResponse:
         await asyncio.to_thread(shutil.rmtree, path)
     else:
         await asyncio.to_thread(path.unlink)
+    await asyncio.to_thread(registry.aliases.remove, *registry.aliases.naming(resolved_id))
     return DeleteModelResponse(model_id=resolved_id, path=str(path), freed_bytes=size)
