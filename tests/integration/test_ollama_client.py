@@ -82,6 +82,13 @@ def test_errors_are_typed_response_errors(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as create:
         client.create(model="mine", from_=MODEL)
     assert create.value.status_code == 400
+    # the rest of the client's calls that LocalLab refuses: each a 400 that says what to do instead
+    with pytest.raises(ollama.ResponseError) as push:
+        client.push(MODEL)
+    assert push.value.status_code == 400 and "LocalLab" in push.value.error
+    with pytest.raises(ollama.ResponseError) as blob:
+        client.create_blob(__file__)
+    assert blob.value.status_code == 400 and "Modelfiles" in blob.value.error
 
 
 def get_weather(city: str) -> str:
