@@ -140,7 +140,7 @@ def test_truncate_embeds_the_first_tokens(client: TestClient) -> None:
         ({"input": []}, ["at least one"]),
         ({"input": ["x"] * 601}, ["601", "at most 600"]),
         ({"input": "x", "encoding_format": "hex"}, ["encoding_format", "'float' or 'base64'"]),
-        ({"input": "x", "dimensions": 4}, ["dimensions", "8"]),
+        ({"input": "x", "dimensions": 9}, ["dimensions", "at most 8"]),
         ({"input": "x", "model": "fake-chat"}, ["generates text", "fake-embed"]),
     ],
 )
@@ -161,7 +161,24 @@ def test_unknown_model_is_404_in_openais_envelope(client: TestClient) -> None:
 
 
 def test_the_models_own_dimension_is_accepted(client: TestClient) -> None:
-    assert embed(client, input="x", dimensions=8).status_code == 200
+    full = embed(client, input="x y").json()["data"][0]["embedding"]
+    assert embed(client, input="x y", dimensions=8).json()["data"][0]["embedding"] == full
+
+
+def test_dimensions_shortens_and_renormalises_alike_on_openais_and_ollamas_routes(
+    client: TestClient,
+) -> None:
+    text = "a b c d e f g h a b"  # the fake's bag of words: every dimension non-zero, two larger
+    full = np.array(embed(client, input=text).json()["data"][0]["embedding"])
+    short = np.array(embed(client, input=text, dimensions=5).json()["data"][0]["embedding"])
+    assert short.shape == (5,) and abs(np.linalg.norm(short) - 1.0) < 1e-6
+    assert np.allclose(short, full[:5] / np.linalg.norm(full[:5]), atol=1e-6)
+    assert not np.allclose(short, full[:5], atol=1e-3)
+    ollama = client.post("/api/embed", json={"model": "fake-embed", "input": [text], "dimensions": 5})
+    assert ollama.status_code == 200, ollama.text
+    assert np.allclose(ollama.json()["embeddings"][0], short, atol=1e-6)
+    too_many = client.post("/api/embed", json={"model": "fake-embed", "input": "x", "dimensions": 9})
+    assert too_many.status_code == 400 and "at most 8" in too_many.json()["error"]
 
 
 def test_chat_on_an_embedding_model_is_a_400(client: TestClient) -> None:

@@ -67,6 +67,9 @@ def test_options_map_onto_sampling(make_client: AppFactory) -> None:
     assert params.max_tokens == 7 and params.greedy and params.top_p == 0.5 and params.top_k == 3
     assert params.seed == 9 and params.stop == ("x",) and params.repetition_penalty == 1.2
     assert (params.presence_penalty, params.frequency_penalty) == (0.5, -0.5)
+    assert (params.min_p, params.penalty_last_n) == (0.05, 64)
+    client.post("/api/chat", json={**CHAT, "options": {"min_p": 0, "repeat_last_n": -1}})
+    assert (engine.requests[-1].sampling.min_p, engine.requests[-1].sampling.penalty_last_n) == (0.0, -1)
 
 
 def test_absent_options_take_ollamas_defaults(make_client: AppFactory) -> None:
@@ -74,6 +77,7 @@ def test_absent_options_take_ollamas_defaults(make_client: AppFactory) -> None:
     make_client(engine).post("/api/chat", json=CHAT)
     params = engine.requests[-1].sampling
     assert (params.temperature, params.top_p, params.top_k) == (0.8, 0.9, 40)
+    assert (params.min_p, params.penalty_last_n) == (0.0, 64)
 
 
 def test_num_predict_limit_reports_length(make_client: AppFactory) -> None:
@@ -184,12 +188,11 @@ def test_root_says_ollama_is_running_unless_a_browser_asks(make_client: AppFacto
     assert page.headers["content-type"].startswith("text/html") and "<html" in page.text.lower()
 
 
-def test_create_blobs_and_copy_explain_what_to_do_instead(make_client: AppFactory) -> None:
+def test_create_and_blobs_explain_what_to_do_instead(make_client: AppFactory) -> None:
     client = make_client(FakeEngine())
     for response in (
         client.post("/api/create", json={"model": "x", "from": "fake-chat"}),
         client.post("/api/blobs/sha256:abc", content=b"x"),
-        client.post("/api/copy", json={"source": "fake-chat", "destination": "mine"}),
     ):
         assert response.status_code == 400 and "LocalLab" in response.json()["error"]
 

@@ -36,12 +36,13 @@ def test_chat_sampling_fields_reach_the_engine(make_client: AppFactory) -> None:
         "/v1/chat/completions",
         json={
             **CHAT, "max_completion_tokens": 7, "temperature": 0, "top_p": 0.5, "seed": 9, "stop": "x",
-            "presence_penalty": 0.5, "frequency_penalty": -0.5, "user": "alice",
+            "presence_penalty": 0.5, "frequency_penalty": -0.5, "user": "alice", "min_p": 0.1,
         },
     )  # fmt: skip
     params = engine.requests[-1].sampling
     assert params.max_tokens == 7 and params.greedy and params.top_p == 0.5 and params.seed == 9
     assert params.stop == ("x",) and (params.presence_penalty, params.frequency_penalty) == (0.5, -0.5)
+    assert params.min_p == 0.1
 
 
 def test_developer_role_and_text_parts_are_understood(make_client: AppFactory) -> None:

@@ -70,6 +70,14 @@ def test_same_seed_same_sample_different_seed_differs(engine: LlamaCppEngine) ->
     assert a != c
 
 
+def test_min_p_one_keeps_only_the_likeliest_token(engine: LlamaCppEngine) -> None:
+    prompt = chat_prompt(engine, "Write a short poem about the sea.")
+    hot = {"do_sample": True, "temperature": 1.5, "top_p": 1.0, "top_k": 0, "max_tokens": 16}
+    greedy = run(collect(engine, prompt, do_sample=False, max_tokens=16))[1]
+    assert run(collect(engine, prompt, seed=7, min_p=1.0, **hot))[1] == greedy
+    assert run(collect(engine, prompt, seed=7, **hot))[1] != greedy
+
+
 def test_max_tokens_ends_with_length_and_counts_usage(engine: LlamaCppEngine) -> None:
     chunks, _ = run(collect(engine, chat_prompt(engine, "Tell me a long story."), max_tokens=5))
     last = chunks[-1]

@@ -87,6 +87,8 @@ def test_chat_body_carries_messages_sampling_and_asks_for_usage() -> None:
     assert body["temperature"] == 0.0 and body["max_tokens"] == 7 and body["stop"] == ["END"]
     assert body["seed"] == 3 and body["top_k"] == 5 and body["repetition_penalty"] == 1.0
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert "min_p" not in body
+    assert request_body(config, request(min_p=0.1))[1]["min_p"] == 0.1  # vLLM's and llama.cpp's extension
 
 
 def test_plain_prompts_go_to_completions_and_extensions_can_be_left_out() -> None:

@@ -137,6 +137,29 @@ def test_seeded_sampling_repeats_and_top_k_one_is_greedy() -> None:
     assert {narrow.sample(_logits(7)) for _ in range(20)} == {7}
 
 
+def test_min_p_keeps_only_tokens_near_the_likeliest() -> None:
+    hot = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 3}
+    wide = RowSampler(SamplingParams(max_tokens=1, **hot), [], torch.device("cpu"))
+    assert len({wide.sample(_logits(7)) for _ in range(200)}) > 2
+    # the runner-up is e^-1 (0.37) as likely as token 7: min_p 0.3 keeps both, 0.5 only 7
+    two = RowSampler(SamplingParams(max_tokens=1, min_p=0.3, **hot), [], torch.device("cpu"))
+    assert {two.sample(_logits(7)) for _ in range(200)} == {7, 8}
+    one = RowSampler(SamplingParams(max_tokens=1, min_p=0.5, **hot), [], torch.device("cpu"))
+    assert {one.sample(_logits(7)) for _ in range(50)} == {7}
+
+
+def test_penalty_window_zero_turns_penalties_off_and_minus_one_sees_everything() -> None:
+    penalised = {"max_tokens": 1, "do_sample": False, "repetition_penalty": 2.0}
+    off = RowSampler(SamplingParams(**penalised, penalty_last_n=0), [3], torch.device("cpu"))
+    assert off.sample(_logits(3)) == 3
+    # token 3 long before the default window of 64, inside the whole-sequence one
+    prompt = [3, *([9] * 100)]
+    short = RowSampler(SamplingParams(**penalised), prompt, torch.device("cpu"))
+    assert short.sample(_logits(3)) == 3
+    whole = RowSampler(SamplingParams(**penalised, penalty_last_n=-1), prompt, torch.device("cpu"))
+    assert whole.sample(_logits(3)) == 4
+
+
 def test_streamed_text_holds_back_split_characters(tmp_path: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_llama(tmp_path / "tiny"))
     text = "Hello 日本語 ありがとう café!"

@@ -82,6 +82,13 @@ def test_errors_are_typed_response_errors(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as create:
         client.create(model="mine", from_=MODEL)
     assert create.value.status_code == 400
+    # the rest of the client's calls that LocalLab refuses: each a 400 that says what to do instead
+    with pytest.raises(ollama.ResponseError) as push:
+        client.push(MODEL)
+    assert push.value.status_code == 400 and "LocalLab" in push.value.error
+    with pytest.raises(ollama.ResponseError) as blob:
+        client.create_blob(__file__)
+    assert blob.value.status_code == 400 and "Modelfiles" in blob.value.error
 
 
 def get_weather(city: str) -> str:
@@ -157,6 +164,9 @@ def test_pull_embed_ps_unload_and_delete(client: ollama.Client) -> None:
     assert progress[0].status == "pulling manifest" and progress[-1].status == "success"
     vectors = np.array(client.embed(model=EMBEDDER, input=["a cat", "a dog"]).embeddings)
     assert vectors.shape == (2, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    short = np.array(client.embed(model=EMBEDDER, input=["a cat"], dimensions=64).embeddings)
+    head = vectors[0, :64]
+    assert short.shape == (1, 64) and np.allclose(short[0], head / np.linalg.norm(head), atol=1e-5)
     legacy = client.embeddings(model=EMBEDDER, prompt="a cat")
     assert np.allclose(legacy.embedding, vectors[0], atol=1e-6)
     assert f"{EMBEDDER}:latest" in [m.model for m in client.ps().models]
@@ -179,3 +189,17 @@ def test_empty_chat_loads_and_keep_alive_zero_unloads(client: ollama.Client) -> 
     assert client.chat(model=MODEL, messages=[], keep_alive=0).done_reason == "unload"
     assert f"{MODEL}:latest" not in [m.model for m in client.ps().models]
     assert client.chat(model=MODEL, messages=HI, options={"num_predict": 4}).message.content
+
+
+def test_copy_is_an_alias_that_answers_and_deletes_alone(client: ollama.Client, server: Server) -> None:
+    assert client.copy(MODEL, "my-chat").status == "success"
+    assert "my-chat:latest" in [m.model for m in client.list().models]
+    assert "my-chat" in [m["id"] for m in httpx.get(f"{server.url}/v1/models").json()["data"]]
+    answer = client.chat(model="my-chat", messages=HI, options={"num_predict": 8})
+    assert answer.model == "my-chat" and answer.message.content
+    with pytest.raises(ollama.ResponseError) as tagged:
+        client.copy(MODEL, "my-chat:v2")
+    assert tagged.value.status_code == 400 and "my-chat-v2" in tagged.value.error
+    assert client.delete("my-chat").status == "success"
+    names = [m.model for m in client.list().models]
+    assert "my-chat:latest" not in names and f"{MODEL}:latest" in names

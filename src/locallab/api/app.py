@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from locallab import __version__
+from locallab.api import web
 from locallab.api.anthropic import routes as anthropic_routes
 from locallab.api.errors import install_error_handlers
 from locallab.api.middleware.auth import AuthMiddleware, KeyStore
@@ -23,8 +24,8 @@ from locallab.api.middleware.observe import ObserveMiddleware
 from locallab.api.middleware.rate_limit import RateLimitMiddleware, TokenBucketLimiter
 from locallab.api.ollama import models as ollama_models
 from locallab.api.ollama import routes as ollama_routes
-from locallab.api.openai import responses_routes
-from locallab.api.routes import embeddings, generate, models, openai, system, web
+from locallab.api.openai import chat_routes, embeddings_routes, responses_routes
+from locallab.api.seed import generate, models, system
 from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
 from locallab.config.remote import RemoteModelConfig, load_remote_models
@@ -33,6 +34,8 @@ from locallab.engines.base import Engine
 from locallab.engines.gguf import check_gguf_header, is_embedding_model
 from locallab.engines.remote.pool import UpstreamObserver
 from locallab.errors import ModelLoadError
+from locallab.services.aliases import FILE_NAME as ALIASES_FILE
+from locallab.services.aliases import AliasStore
 from locallab.services.downloads import DownloadManager
 from locallab.services.embeddings import EmbeddingService
 from locallab.services.generation import GenerationLimits, GenerationService
@@ -169,6 +172,7 @@ def create_app(
             max_loaded=settings.max_loaded_models,
             remote_ids=frozenset(remote_models),
             model_dirs=settings.model_dir_list(),
+            aliases=AliasStore(settings.models_dir / ALIASES_FILE),
         )
         if settings.model:
             registry.trust(settings.model)
@@ -233,10 +237,10 @@ def create_app(
     app.include_router(generate.router)
     app.include_router(models.router)
     app.include_router(system.router)
-    app.include_router(openai.router)
+    app.include_router(chat_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(responses_routes.router)
-    app.include_router(embeddings.router)
+    app.include_router(embeddings_routes.router)
     app.include_router(ollama_routes.router)
     app.include_router(ollama_models.router)
     app.include_router(web.router)

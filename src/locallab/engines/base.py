@@ -30,6 +30,8 @@ class SamplingParams:
     max_time: float | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    min_p: float = 0.0  # drop tokens less likely than min_p times the likeliest one (0: off)
+    penalty_last_n: int = 64  # the penalties look at this many last tokens (0: none, -1: all of them)
     json_output: bool = False  # constrain the output to JSON...
     json_schema: dict[str, Any] | None = None  # ...matching this schema (checked by check_json_schema)
     logprobs: int | None = None  # report each token's log-probability and this many alternatives
@@ -38,6 +40,10 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature == 0.0
+
+    def penalty_window(self, prompt_length: int) -> int:
+        """How many last tokens the penalties see; -1 (all) is as many as this sequence can hold."""
+        return prompt_length + self.max_tokens if self.penalty_last_n < 0 else self.penalty_last_n
 
 
 @dataclass(frozen=True)

@@ -72,10 +72,10 @@ class EmbeddingService:
                 f"model: '{model.id}' generates text and makes no embeddings; use an embedding model{hint} "
                 '(GET /models/available marks them with the capability "embeddings").'
             )
-        if dimensions is not None and dimensions != engine.dimensions:
+        if dimensions is not None and dimensions > engine.dimensions:
             raise InvalidRequestError(
                 f"dimensions: '{model.id}' makes vectors of {engine.dimensions} dimensions and cannot "
-                f"shorten them to {dimensions}; leave dimensions out or send {engine.dimensions}."
+                f"lengthen them to {dimensions}; send at most {engine.dimensions}, or leave dimensions out."
             )
         tokens = await engine.tokenize_many(list(texts))
         limit = engine.context_length
@@ -91,9 +91,20 @@ class EmbeddingService:
         vectors = await engine.embed(tokens)
         if not np.isfinite(vectors).all():  # JSON has no NaN; a broken model file must not answer garbage
             raise EngineError(f"'{model.id}' produced non-finite values; its file may be corrupt.")
+        if dimensions is not None and dimensions < vectors.shape[1]:
+            vectors = shorten(vectors, dimensions)
         prompt_tokens = sum(len(t) for t in tokens)
         if self._metrics is not None:
             self._metrics.embedding_requests.inc()
             self._metrics.embedding_inputs.inc(len(tokens))
             self._metrics.embedding_tokens.inc(prompt_tokens)
         return Embeddings(model.id, vectors, prompt_tokens)
+
+
+def shorten(vectors: Vectors, dimensions: int) -> Vectors:
+    """The first `dimensions` values of each vector, L2-normalised again (what Ollama and OpenAI's
+    `dimensions` do). Models trained for it (Matryoshka) keep most of their quality; others lose some."""
+    head = vectors[:, :dimensions]
+    norms = np.linalg.norm(head, axis=1, keepdims=True)
+    shortened: Vectors = (head / np.maximum(norms, 1e-12)).astype(np.float32)
+    return shortened

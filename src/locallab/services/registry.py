@@ -27,6 +27,7 @@ from locallab.errors import (
     NoModelLoadedError,
     ServerBusyError,
 )
+from locallab.services.aliases import AliasStore
 from locallab.services.conversion import convert_packaged
 from locallab.services.metrics import Metrics
 
@@ -72,8 +73,10 @@ class ModelRegistry:
         max_loaded: int = 1,
         remote_ids: frozenset[str] = frozenset(),
         model_dirs: Sequence[Path] = (),
+        aliases: AliasStore | None = None,
     ) -> None:
         self.catalog = catalog
+        self.aliases = aliases or AliasStore()  # extra names for models (Ollama's /api/copy)
         self._remote_ids = remote_ids  # ids served by the remote engine (from the server's configuration)
         self._metrics = metrics
         self._loader = loader
@@ -117,6 +120,12 @@ class ModelRegistry:
         or a path to a model folder (config.json and weights: the transformers engine)."""
         if not model_id or len(model_id) > _MAX_PATH or "\x00" in model_id:
             raise InvalidRequestError("model_id must be a catalog id or a path to a .gguf file.")
+        target = self.aliases.target(model_id)
+        if target is not None:  # the model it names: one load serves both names
+            return self._resolve(target)
+        return self._resolve(model_id)
+
+    def _resolve(self, model_id: str) -> ResolvedModel:
         if model_id in self._remote_ids:
             return ResolvedModel(model_id, Path(), None, "remote")
         if model_id in self.catalog:
@@ -151,6 +160,34 @@ class ModelRegistry:
             f"'{model_id}' is not a .gguf file or a model folder (one with config.json); "
             "LocalLab loads GGUF files and transformers model folders."
         )
+
+    def add_alias(self, alias: str, source: str) -> str:
+        """Makes `alias` name the model `source` names (an existing alias is pointed anew, as Ollama's
+        copy overwrites). Returns that model's id. Blocking: it writes the aliases file."""
+        target = self.resolve(source).id  # an alias of an alias names the model itself
+        if not _CATALOG_ID.match(alias) or alias.endswith(".gguf"):
+            raise InvalidRequestError(
+                f"destination: '{alias}' cannot be a model name. Names use lowercase letters, digits, '.', "
+                "'-' and '_' (at most 128, the first a letter or digit) and do not end in .gguf."
+            )
+        if alias in self.catalog or alias in self._remote_ids or self._is_pulled_folder(alias):
+            raise InvalidRequestError(
+                f"destination: '{alias}' is the name of a model of its own; choose another name."
+            )
+        self.aliases.set(alias, target)
+        return target
+
+    def live_aliases(self) -> list[str]:
+        """Aliases whose model is there to serve (its file installed, or a remote id)."""
+        live = []
+        for alias in self.aliases.names():
+            try:
+                resolved = self.resolve(alias)
+            except LocalLabError:
+                continue
+            if resolved.engine == "remote" or resolved.path.exists():
+                live.append(alias)
+        return live
 
     def _is_pulled_folder(self, name: str) -> bool:
         if name in (".", "..") or len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME:
@@ -392,6 +429,13 @@ class ModelRegistry:
     def deletable_file(self, model_id: str) -> tuple[str, Path]:
         """The id and the file or model folder `DELETE /models/{id}` would remove: only ever one directly
         inside the models directory (a pulled catalog model, or a file or folder there by name or path)."""
+        target = self.aliases.target(model_id)
+        if target is not None:  # deleting the model's file here would break every other name of it
+            raise InvalidRequestError(
+                f"model_id: '{model_id}' is an alias of '{target}' (made by Ollama's POST /api/copy). "
+                f'DELETE /api/delete with {{"model": "{model_id}"}} removes the alias; '
+                f"DELETE /models/{target} deletes the model and its aliases."
+            )
         if model_id in self.catalog:
             entry = self.catalog[model_id]
             path = entry.source.path_in(self._models_dir)

@@ -18,7 +18,7 @@ from locallab.api.anthropic import wire
 from locallab.api.anthropic.schemas import CountTokensRequest, MessagesRequest
 from locallab.api.anthropic.streaming import ContentBlocks
 from locallab.api.cancellation import cancel_on_disconnect
-from locallab.api.routes.docs import errors, sse_ok
+from locallab.api.docs import errors, sse_ok
 from locallab.api.sse import NamedEvent, named_sse_response
 from locallab.api.state import Services, get_services
 from locallab.engines.base import GenerationChunk, GenerationStream

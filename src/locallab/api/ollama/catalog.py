@@ -56,7 +56,7 @@ def listed_ids(registry: ModelRegistry) -> list[str]:
     ids += [str(p) for p in registry.downloaded_files() if p.suffix == ".gguf"]  # hf:// and hf.co pulls
     ids += [m.id for m in registry.models if m.id not in ids]
     ids += [i for i in sorted(registry.remote_ids) if i not in ids]
-    return ids
+    return ids + registry.live_aliases()
 
 
 def _parameter_size(count: int) -> str:
@@ -105,6 +105,8 @@ def describe(registry: ModelRegistry, model_id: str) -> ModelDescription:
     models_dir = registry.models_dir.expanduser().resolve()
     by_file = path is not None and entry is None and path.parent == models_dir
     name = wire.ollama_name(path.name if path is not None and by_file else resolved.id)
+    if registry.aliases.target(model_id) is not None:  # an alias is listed under its own name
+        name = wire.ollama_name(model_id)
     return ModelDescription(name, size, digest, mtime, details, metadata, path)
 
 

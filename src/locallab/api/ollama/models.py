@@ -92,10 +92,13 @@ async def running(request: Request) -> dict[str, Any]:
     return {"models": models}
 
 
-@router.delete("/delete", responses=errors(404), summary="Ollama: delete a downloaded model")
+@router.delete("/delete", responses=errors(404), summary="Ollama: delete a downloaded model or an alias")
 async def delete(body: ModelRequest, request: Request) -> Response:
     registry = get_services(request).registry
     name = body.ref()
+    if registry.aliases.target(wire.model_id(name)) is not None:  # only the name goes, not the weights
+        await asyncio.to_thread(registry.aliases.remove, wire.model_id(name))
+        return Response(status_code=200)
     try:
         resolved_id, path = registry.deletable_file(wire.model_id(name))
     except ModelNotFoundError as exc:
@@ -106,20 +109,25 @@ async def delete(body: ModelRequest, request: Request) -> Response:
         await asyncio.to_thread(shutil.rmtree, path)
     else:
         await asyncio.to_thread(path.unlink)
+    await asyncio.to_thread(registry.aliases.remove, *registry.aliases.naming(resolved_id))
     return Response(status_code=200)
 
 
-@router.post("/copy", responses=errors(404), summary="Ollama: copy a model (refused: see the message)")
+@router.post("/copy", responses=errors(404), summary="Ollama: give a model another name (an alias)")
 async def copy(body: CopyRequest, request: Request) -> Response:
     registry = get_services(request).registry
+    destination = wire.model_id(body.destination)
+    if ":" in destination:
+        base, tag = destination.split(":", 1)
+        raise InvalidRequestError(
+            f"destination: LocalLab's model names have no tags other than ':latest'; "
+            f"name the copy '{base}-{tag}' instead of '{body.destination}'."
+        )
     try:
-        registry.resolve(wire.model_id(body.source))
+        await asyncio.to_thread(registry.add_alias, destination, wire.model_id(body.source))
     except ModelNotFoundError as exc:
         raise ModelNotFoundError(f"model '{body.source}' not found. {exc.detail}") from exc
-    raise InvalidRequestError(
-        "destination: LocalLab does not keep copies or aliases of models; use the source name "
-        f"'{body.source}' itself (or add a catalog entry with LOCALLAB_CATALOG_FILE)."
-    )
+    return Response(status_code=200)
 
 
 def _pull_lines(

@@ -4,8 +4,9 @@
   `hf.co/owner/repo:quant` -> the file `owner--repo--quant.gguf` that /api/pull writes for it.
   Answers echo the name the client sent; lists show `id:latest`.
 - options.num_predict -> max_tokens (-1 or -2, "until the context is full": the server's cap);
-  temperature, top_p, top_k, seed, stop, presence_penalty, frequency_penalty -> the same sampling
-  fields; repeat_penalty -> repetition_penalty; temperature 0 -> greedy. Absent ones take Ollama's
+  temperature, top_p, top_k, min_p, seed, stop, presence_penalty, frequency_penalty -> the same sampling
+  fields; repeat_penalty -> repetition_penalty; repeat_last_n -> penalty_last_n (0: no penalties,
+  -1: the whole sequence); temperature 0 -> greedy. Absent ones take Ollama's
   defaults (temperature 0.8, top_p 0.9, top_k 40), so a client sees what it would see from Ollama.
 - options.seed: negative -> random (no seed); above 2**32 - 2 -> taken modulo 2**32 - 1.
 - options.num_ctx: at most the context the model was loaded with (else 400); it bounds prompt + answer.
@@ -29,12 +30,12 @@ from locallab.errors import InvalidRequestError
 
 DEFAULTS = {"temperature": 0.8, "top_p": 0.9, "top_k": 40}
 APPLIED_OPTIONS = (
-    "num_predict", "temperature", "top_p", "top_k", "seed", "stop", "repeat_penalty",
-    "presence_penalty", "frequency_penalty", "num_ctx",
+    "num_predict", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "repeat_penalty",
+    "repeat_last_n", "presence_penalty", "frequency_penalty", "num_ctx",
 )  # fmt: skip
 # Accepted so that clients which always send them work; LocalLab's engine has no such setting.
 IGNORED_OPTIONS = (
-    "min_p", "repeat_last_n", "num_keep", "typical_p", "tfs_z", "mirostat", "mirostat_tau",
+    "num_keep", "typical_p", "tfs_z", "mirostat", "mirostat_tau",
     "mirostat_eta", "penalize_newline", "numa", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv",
     "logits_all", "vocab_only", "use_mmap", "use_mlock", "embedding_only", "num_thread",
 )  # fmt: skip
@@ -141,6 +142,8 @@ def sampling(options: Options | None, fmt: Format) -> SamplingParams:
         stop=stops,
         presence_penalty=o.presence_penalty or 0.0,
         frequency_penalty=o.frequency_penalty or 0.0,
+        min_p=o.min_p or 0.0,
+        penalty_last_n=64 if o.repeat_last_n is None else o.repeat_last_n,
         **output_constraint(fmt),
     )
 

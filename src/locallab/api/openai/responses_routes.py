@@ -12,10 +12,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from locallab.api.cancellation import cancel_on_disconnect
+from locallab.api.docs import errors, sse_ok
 from locallab.api.openai import responses_wire as wire
 from locallab.api.openai.responses_schemas import ResponsesRequest
 from locallab.api.openai.responses_stream import OutputItems
-from locallab.api.routes.docs import errors, sse_ok
 from locallab.api.sse import NamedEvent, named_sse_response
 from locallab.api.state import Services, get_services
 from locallab.services.generation import PreparedGeneration, Usage

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from locallab.api.schemas.types import StrictBody
+from locallab.api.strict import StrictBody
 from locallab.errors import InvalidRequestError
 
 BUILT_IN_TOOLS = (

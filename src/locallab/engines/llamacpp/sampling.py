@@ -14,8 +14,6 @@ from locallab.engines.base import SamplingParams, TokenLogprob
 from locallab.engines.llamacpp.grammar import calls_grammar, schema_grammar
 from locallab.errors import EngineError, InvalidRequestError
 
-PENALTY_LAST_N = 64
-
 
 def grammar_for(params: SamplingParams) -> str | None:
     """GBNF for a JSON output constraint or tool calls, or None. Schemas were checked by
@@ -108,16 +106,18 @@ def build_sampler(
             raise EngineError("llama.cpp rejected the grammar built for this request.")
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     sampler = SequenceSampler(chain, constraint, n_vocab)
-    if params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
+    last_n = params.penalty_window(len(prompt_tokens))
+    penalised = params.repetition_penalty != 1.0 or params.presence_penalty or params.frequency_penalty
+    if penalised and last_n > 0:
         penalties = llama_cpp.llama_sampler_init_penalties(
             n_vocab,
-            PENALTY_LAST_N,
+            last_n,
             params.repetition_penalty,
             params.frequency_penalty,
             params.presence_penalty,
         )
         # The penalty window starts with the end of the prompt, as llama.cpp's own server does.
-        for token in prompt_tokens[-PENALTY_LAST_N:]:
+        for token in prompt_tokens[-last_n:]:
             llama_cpp.llama_sampler_accept(penalties, token)
         llama_cpp.llama_sampler_chain_add(chain, penalties)
     if params.greedy:
@@ -127,6 +127,8 @@ def build_sampler(
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
     if params.top_p < 1.0:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+    if params.min_p > 0.0:  # llama.cpp's own order: top-k, top-p, min-p, then temperature
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
     llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(params.temperature))
     seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
     llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))

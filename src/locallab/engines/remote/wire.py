@@ -56,6 +56,8 @@ def request_body(config: RemoteModelConfig, request: GenerationRequest) -> tuple
         if s.top_k > 0:
             body["top_k"] = s.top_k
         body["repetition_penalty"] = s.repetition_penalty
+        if s.min_p > 0.0:
+            body["min_p"] = s.min_p
     if s.json_schema is not None:
         body["response_format"] = {
             "type": "json_schema",

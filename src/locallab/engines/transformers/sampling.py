@@ -1,5 +1,6 @@
 """Choosing each next token from a row of logits, per sequence, with llama.cpp's semantics: penalties
-over the last 64 tokens (the end of the prompt included), then greedy or temperature/top-k/top-p."""
+over the last `penalty_last_n` tokens (64 unless asked; the end of the prompt included), then greedy or
+temperature/top-k/top-p/min-p."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import torch
 
 from locallab.engines.base import SamplingParams
 
-PENALTY_LAST_N = 64
-
 
 class RowSampler:
     def __init__(self, params: SamplingParams, prompt_tokens: list[int], device: torch.device) -> None:
         self.params = params
-        self._recent: deque[int] = deque(prompt_tokens[-PENALTY_LAST_N:], maxlen=PENALTY_LAST_N)
+        last_n = params.penalty_window(len(prompt_tokens))
+        self._recent: deque[int] = deque(prompt_tokens[-last_n:] if last_n else (), maxlen=last_n)
         self._penalised = (
             params.repetition_penalty != 1.0 or params.presence_penalty != 0 or params.frequency_penalty != 0
         )
@@ -46,6 +46,8 @@ class RowSampler:
             drop = cumulative - torch.softmax(ordered, dim=-1) > params.top_p  # keeps the token crossing p
             logits = logits.scatter(0, order[drop], float("-inf"))
         probs = torch.softmax(logits, dim=-1)
+        if params.min_p > 0.0:  # after top-k and top-p, as llama.cpp orders them
+            probs = probs.masked_fill(probs < params.min_p * probs.max(), 0.0)
         return int(torch.multinomial(probs, 1, generator=self._generator).item())
 
     def _penalise(self, logits: torch.Tensor) -> None:

@@ -12,10 +12,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from locallab.api.cancellation import cancel_on_disconnect
-from locallab.api.openai_tools import delta_calls, finish_reason, neutral_messages, tool_use_from
-from locallab.api.routes.docs import errors, sse_ok
-from locallab.api.schemas.requests import BatchGenerateRequest, ChatRequest, GenerateRequest
-from locallab.api.schemas.responses import (
+from locallab.api.docs import errors, sse_ok
+from locallab.api.openai.tools import delta_calls, finish_reason, neutral_messages, tool_use_from
+from locallab.api.seed.request_schemas import BatchGenerateRequest, ChatRequest, GenerateRequest
+from locallab.api.seed.response_schemas import (
     AssistantMessage,
     BatchGenerateResponse,
     ChatChoice,

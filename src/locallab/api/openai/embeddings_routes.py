@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from locallab.api.cancellation import cancel_on_disconnect
-from locallab.api.routes.docs import errors
-from locallab.api.schemas.embeddings import EmbeddingRequest, EmbeddingResponse, encode_response
+from locallab.api.docs import errors
+from locallab.api.openai.embeddings_schemas import EmbeddingRequest, EmbeddingResponse, encode_response
 from locallab.api.state import get_services
 
 router = APIRouter(prefix="/v1", tags=["openai"])

@@ -11,9 +11,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
-from locallab.api.routes.docs import errors
-from locallab.api.schemas.requests import LoadModelRequest, PullModelRequest, UnloadModelRequest
-from locallab.api.schemas.responses import (
+from locallab.api.docs import errors
+from locallab.api.seed.request_schemas import LoadModelRequest, PullModelRequest, UnloadModelRequest
+from locallab.api.seed.response_schemas import (
     AvailableModel,
     AvailableModelsResponse,
     CurrentModelResponse,
@@ -302,4 +302,5 @@ async def delete_model(model_id: str, request: Request) -> DeleteModelResponse:
         await asyncio.to_thread(shutil.rmtree, path)
     else:
         await asyncio.to_thread(path.unlink)
+    await asyncio.to_thread(registry.aliases.remove, *registry.aliases.naming(resolved_id))
     return DeleteModelResponse(model_id=resolved_id, path=str(path), freed_bytes=size)

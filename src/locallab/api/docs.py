@@ -1,12 +1,44 @@
-"""OpenAPI `responses` entries shared by the routes: every error has the `{"detail"}` body."""
+"""What every dialect's routes document about errors: the error bodies (the seed API's `{"detail"}`,
+OpenAI's and Anthropic's envelopes) and the OpenAPI `responses` entries that name them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from locallab.api.schemas.responses import AnthropicErrorResponse, ErrorResponse, OpenAIErrorResponse
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(..., description="What went wrong and what to do about it.")
+    request_id: str = Field(..., description="The X-Request-ID of the request, also in the server log.")
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+    request_id: str
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Errors on /v1, in OpenAI's envelope."""
+
+    error: OpenAIError
+
+
+class AnthropicError(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorResponse(BaseModel):
+    """Errors under /v1/messages, in Anthropic's envelope."""
+
+    type: Literal["error"]
+    error: AnthropicError
+    request_id: str
+
 
 _DESCRIPTIONS = {
     400: "Bad request: invalid JSON, or a missing, mistyped, unknown or out-of-range field",

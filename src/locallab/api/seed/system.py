@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from locallab.api.docs import ErrorResponse, errors
 from locallab.api.errors import error_payload
-from locallab.api.routes.docs import errors
-from locallab.api.schemas.responses import ErrorResponse, HealthResponse, ReadinessResponse
+from locallab.api.seed.response_schemas import HealthResponse, ReadinessResponse
 from locallab.api.state import get_services
 
 router = APIRouter(tags=["system"])

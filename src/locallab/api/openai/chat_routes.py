@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from locallab.api.cancellation import cancel_on_disconnect
-from locallab.api.openai_tools import delta_calls, finish_reason, message_calls, neutral_messages, tool_use_of
-from locallab.api.routes.docs import errors, sse_ok
-from locallab.api.schemas.openai import ChatCompletionRequest, CompletionRequest
+from locallab.api.docs import errors, sse_ok
+from locallab.api.openai.chat_schemas import ChatCompletionRequest, CompletionRequest
+from locallab.api.openai.tools import delta_calls, finish_reason, message_calls, neutral_messages, tool_use_of
 from locallab.api.sse import sse_response
 from locallab.api.state import Services, get_services
 from locallab.engines.base import GenerationChunk, TokenLogprob
@@ -263,6 +263,10 @@ async def list_models(request: Request) -> dict[str, Any]:
     ids += [i for i in sorted(registry.remote_ids) if i not in ids]
     created = {m.id: int(m.loaded_at.timestamp()) for m in registry.models}
     data = [_model_object(i, created.get(i, 0), list(registry.capabilities(i))) for i in ids]
+    for alias in registry.live_aliases():  # Ollama's copies: the model they name, under their own id
+        target = registry.resolve(alias)
+        capabilities: list[str] = list(registry.capabilities(target.id, target.path))
+        data.append(_model_object(alias, created.get(target.id, 0), capabilities))
     return {"object": "list", "data": data}
 
 
@@ -277,4 +281,5 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
         raise ModelNotFoundError(f"model: no model '{model_id}'.") from exc
     loaded = next((m for m in registry.models if m.id == resolved.id), None)
     created = int(loaded.loaded_at.timestamp()) if loaded else 0
-    return _model_object(resolved.id, created, list(registry.capabilities(resolved.id, resolved.path)))
+    model = model_id if registry.aliases.target(model_id) is not None else resolved.id
+    return _model_object(model, created, list(registry.capabilities(resolved.id, resolved.path)))

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from locallab.api.schemas.types import StrictBody
+from locallab.api.strict import StrictBody
 from locallab.engines.base import Vectors
 from locallab.errors import InvalidRequestError
 
@@ -29,7 +29,10 @@ class EmbeddingRequest(StrictBody):
         "float", description="float: lists of numbers; base64: little-endian float32 bytes, base64-encoded."
     )
     dimensions: int | None = Field(
-        None, ge=1, description="Only the model's own dimension: LocalLab's models cannot shorten vectors."
+        None,
+        ge=1,
+        description="Shorter vectors: the first `dimensions` values of each, L2-normalised again (at most "
+        "the model's own dimension). Models trained for it (Matryoshka) lose little by it; others lose more.",
     )
     user: str | None = Field(None, description="Accepted for compatibility; not used.")
     truncate: bool = Field(

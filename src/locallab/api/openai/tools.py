@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from locallab.api.schemas.openai import (
+from locallab.api.openai.chat_schemas import (
     ChatCompletionRequest,
     ChatMessage,
     FunctionDefinition,
     NamedToolChoice,
     ToolDefinitionItem,
 )
-from locallab.api.schemas.requests import ChatMessage as SeedChatMessage
+from locallab.api.seed.request_schemas import ChatMessage as SeedChatMessage
 from locallab.engines.tools import ToolCall, ToolCallDelta, ToolChoice, ToolDefinition, ToolUse
 from locallab.errors import InvalidRequestError
 from locallab.services.tools import history_arguments

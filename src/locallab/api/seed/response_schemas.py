@@ -9,42 +9,10 @@ from pydantic import BaseModel, Field
 from locallab.engines.base import FinishReason
 
 
-class ErrorResponse(BaseModel):
-    detail: str = Field(..., description="What went wrong and what to do about it.")
-    request_id: str = Field(..., description="The X-Request-ID of the request, also in the server log.")
-
-
 class PromptTokensDetails(BaseModel):
     cached_tokens: int = Field(
         ..., description="Prompt tokens reused from the KV cache of an earlier request."
     )
-
-
-class OpenAIError(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-    request_id: str
-
-
-class OpenAIErrorResponse(BaseModel):
-    """Errors on /v1, in OpenAI's envelope."""
-
-    error: OpenAIError
-
-
-class AnthropicError(BaseModel):
-    type: str
-    message: str
-
-
-class AnthropicErrorResponse(BaseModel):
-    """Errors under /v1/messages, in Anthropic's envelope."""
-
-    type: Literal["error"]
-    error: AnthropicError
-    request_id: str
 
 
 class UsageBody(BaseModel):

@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from locallab.api.schemas.openai import NamedToolChoice, ToolCallItem, ToolDefinitionItem
-from locallab.api.schemas.types import StrictBody
+from locallab.api.openai.chat_schemas import NamedToolChoice, ToolCallItem, ToolDefinitionItem
+from locallab.api.strict import StrictBody
 from locallab.engines.base import SamplingParams
 
 MAX_STOP_SEQUENCES = 8

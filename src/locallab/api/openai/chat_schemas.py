@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from locallab.api.schemas.types import StrictBody
+from locallab.api.strict import StrictBody
 from locallab.engines.base import SamplingParams
 from locallab.errors import InvalidRequestError
 
@@ -115,6 +115,12 @@ class _OpenAISampling(_Body):
     # LocalLab extensions, as vLLM and llama.cpp's server have them
     top_k: int = Field(0, ge=0, description="LocalLab extension: keep the k likeliest tokens; 0 keeps all.")
     repetition_penalty: float = Field(1.0, gt=0.0, le=2.0, description="LocalLab extension; 1.0 is off.")
+    min_p: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="LocalLab extension: drop tokens less likely than min_p times the likeliest; 0 is off.",
+    )
     # OpenAI parameters LocalLab refuses by name (see UNSUPPORTED; tools only on chat completions)
     tools: Any = None
     tool_choice: Any = None
@@ -150,6 +156,7 @@ class _OpenAISampling(_Body):
             top_p=self.top_p,
             top_k=self.top_k,
             repetition_penalty=self.repetition_penalty,
+            min_p=self.min_p,
             do_sample=self.temperature > 0,
             seed=self.seed,
             stop=stops,
