@@ -126,6 +126,18 @@ class GenerationStream(AsyncIterator[GenerationChunk]):
 
 
 @dataclass(frozen=True)
+class KvPoolUsage:
+    """The llama.cpp engine's KV pool: cells in all, cells holding a token, and how it made room."""
+
+    size: int
+    used: int
+    kv_type: str
+    prefix_cache: bool
+    evictions: int  # cached prefixes dropped for room
+    preemptions: int  # running requests paused (and later recomputed) for room
+
+
+@dataclass(frozen=True)
 class EngineLoad:
     active: int
     queued: int
