@@ -89,3 +89,16 @@ def test_without_prefix_sharing_nothing_is_found() -> None:
     pool = KvPool(None, size=10, lanes=2, share_prefixes=False)
     _fill(pool, 0, [1, 2])
     assert pool.longest_prefix([1, 2]) is None
+
+
+def test_clearing_empties_every_lane_and_forgets_every_prefix() -> None:
+    pool = _pool()
+    _fill(pool, 0, [1, 2, 3])
+    pool.copy_prefix(pool.lanes[0], 2, pool.lanes[1])
+    _fill(pool, 1, [7])
+    pool.clear()
+    assert pool.used == 0 and pool.free == pool.size
+    assert all(not lane.cells for lane in pool.lanes)
+    assert pool.longest_prefix([1, 2, 3]) is None
+    _fill(pool, 2, [1, 2])  # the pool works as new
+    assert pool.used == 2 and pool.longest_prefix([1, 2, 5]) is not None

@@ -27,7 +27,10 @@ def _metric(text: str, name: str) -> float:
 
 def test_cached_tokens_tell_how_much_of_the_prompt_was_reused(start_server: Callable[..., Server]) -> None:
     server = start_server(
-        LOCALLAB_RATE_LIMIT_PER_MINUTE="0", LOCALLAB_PARALLEL="2", LOCALLAB_KV_TOKENS="4096"
+        LOCALLAB_RATE_LIMIT_PER_MINUTE="0",
+        LOCALLAB_PARALLEL="2",
+        LOCALLAB_KV_TOKENS="4096",
+        LOCALLAB_DETERMINISTIC="false",  # keep the first request's prefix for the second
     )
     with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
         first = client.chat.completions.create(
@@ -49,7 +52,7 @@ def test_cached_tokens_tell_how_much_of_the_prompt_was_reused(start_server: Call
     )  # the system prompt, not the question
     info = httpx.get(f"{server.url}/system/info").json()["kv_pool"]
     assert info["size_tokens"] == 4096 and 0 < info["used_tokens"] < 4096
-    assert (info["kv_type"], info["prefix_cache"]) == ("f16", True)
+    assert (info["kv_type"], info["prefix_cache"], info["deterministic"]) == ("f16", True, False)
     metrics = httpx.get(f"{server.url}/metrics").text
     assert _metric(metrics, "locallab_kv_pool_tokens") == 4096
     assert _metric(metrics, "locallab_kv_pool_used_tokens") == info["used_tokens"]

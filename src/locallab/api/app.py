@@ -94,6 +94,7 @@ def build_engine_loader(
             kv_tokens=settings.kv_tokens,
             kv_type=settings.kv_type,
             prefix_cache=settings.prefix_cache,
+            deterministic=settings.deterministic,
         )
 
     return load

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
         description="llama.cpp engine: reuse the KV cache of prompt prefixes that earlier or running "
         "requests computed (finished requests' cells stay until the pool needs them).",
     )
+    deterministic: bool = Field(
+        True,
+        description="llama.cpp engine: a request on an idle server starts from an empty KV pool, so a greedy "
+        "or seeded request repeats exactly; prefixes are then shared only between requests that overlap in "
+        "time. false: keep cached prefixes across idle moments too (follow-up turns start faster; a repeat "
+        "may then part from the first answer where two tokens were nearly tied).",
+    )
     max_queue: int = Field(
         64, ge=0, description="Requests that may wait for a free slot; past it requests get 503."
     )

@@ -133,6 +133,7 @@ class KvPoolUsage:
     used: int
     kv_type: str
     prefix_cache: bool
+    deterministic: bool  # the pool is emptied whenever the engine goes idle
     evictions: int  # cached prefixes dropped for room
     preemptions: int  # running requests paused (and later recomputed) for room
 

@@ -44,6 +44,7 @@ def kv_pool_info(engine: object) -> dict[str, Any] | None:
         "used_tokens": pool.used,
         "kv_type": pool.kv_type,
         "prefix_cache": pool.prefix_cache,
+        "deterministic": pool.deterministic,
         "evictions": pool.evictions,
         "preemptions": pool.preemptions,
     }

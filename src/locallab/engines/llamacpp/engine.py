@@ -53,8 +53,17 @@ def common_prefix_length(a: list[int], b: list[int]) -> int:
 class LlamaCppEngine(ThreadedEngine[Sequence]):
     engine_name = "llama.cpp"
 
-    def __init__(self, native: NativeModel, *, parallel: int, batch_size: int, max_queue: int) -> None:
+    def __init__(
+        self,
+        native: NativeModel,
+        *,
+        parallel: int,
+        batch_size: int,
+        max_queue: int,
+        deterministic: bool = True,
+    ) -> None:
         super().__init__(parallel=parallel, max_queue=max_queue)
+        self._deterministic = deterministic
         self._native = native
         self.info: ModelInfo = native.info
         self._batch_size = batch_size
@@ -101,6 +110,11 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
                 idle = not active and not waiting
                 if idle and self._closing and self._incoming.empty():
                     return
+                if idle and self._deterministic and pool.used:
+                    # Where llama.cpp puts a request's cells changes its logits in the last bits (see
+                    # docs/features/kv-pool.md): an idle server starts every request from an empty pool.
+                    pool.clear()
+                    self._publish(active)
                 self._drain_incoming(waiting, block=idle)
                 for seq in [s for s in waiting if s.cancelled]:
                     waiting.remove(seq)
@@ -161,7 +175,13 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
         pool = self._pool
         self._active = len(active)
         self._pool_usage = KvPoolUsage(
-            pool.size, pool.used, self._native.kv_type, pool.share_prefixes, pool.evictions, self._preemptions
+            pool.size,
+            pool.used,
+            self._native.kv_type,
+            pool.share_prefixes,
+            self._deterministic,
+            pool.evictions,
+            self._preemptions,
         )
 
     def _admit_waiting(self, waiting: list[Sequence], active: list[Sequence], pool: KvPool) -> None:
@@ -373,6 +393,7 @@ def load_llamacpp_engine(
     kv_tokens: int = 0,
     kv_type: str = "f16",
     prefix_cache: bool = True,
+    deterministic: bool = True,
 ) -> LlamaCppEngine:
     """Blocking: call from a worker thread. `probe`: open the file in a child process first."""
     native = load_native_model(
@@ -387,4 +408,6 @@ def load_llamacpp_engine(
         kv_type=kv_type,
         prefix_cache=prefix_cache,
     )
-    return LlamaCppEngine(native, parallel=parallel, batch_size=batch_size, max_queue=max_queue)
+    return LlamaCppEngine(
+        native, parallel=parallel, batch_size=batch_size, max_queue=max_queue, deterministic=deterministic
+    )

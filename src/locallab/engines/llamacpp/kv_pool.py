@@ -148,6 +148,16 @@ class KvPool:
         for cell in lane.cells:
             cell.holders.add(lane.seq_id)
 
+    def clear(self) -> None:
+        """Empties the whole pool (every lane idle). llama.cpp then places the next request's cells from
+        cell 0 on, in position order, exactly as for the first request after loading."""
+        if self.memory is not None:
+            llama_cpp.llama_memory_clear(self.memory, False)
+        for lane in self.lanes:
+            lane.cells = []
+        self._root.children.clear()
+        self.used = 0
+
     def append(self, lane: Lane, token: int) -> None:
         """Records a token llama.cpp has just decoded for `lane` in a fresh cell."""
         parent = lane.cells[-1] if lane.cells else self._root
