@@ -69,8 +69,10 @@ class Pool:
         """Reads tokens[start:] (the cells before `start` are already the sequence's), then greedy steps;
         the logits of every step."""
         rest = tokens[start:]
-        self.decode([(t, start + i, seq, i == len(rest) - 1) for i, t in enumerate(rest)])
-        out = [self.logits(len(rest) - 1)]
+        for at in range(0, len(rest), 512):  # the batch holds 512 tokens
+            chunk = rest[at : at + 512]
+            self.decode([(t, start + at + i, seq, at + i == len(rest) - 1) for i, t in enumerate(chunk)])
+        out = [self.logits(len(chunk) - 1)]
         for pos in range(len(tokens), len(tokens) + steps):
             self.decode([(int(out[-1].argmax()), pos, seq, True)])
             out.append(self.logits(0))

@@ -120,10 +120,6 @@ def test_count_tokens_uses_the_chat_template(make_client: AppFactory) -> None:
         ({"model": "no-such-model"}, 404, "not_found_error", "no-such-model"),
         ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, 400, "invalid_request_error", "thinking"),
         (
-            {"tools": [{"name": "f", "input_schema": {}}], "stream": True},
-            400, "invalid_request_error", "streaming with tools",
-        ),
-        (
             {"tool_choice": {"type": "tool"}, "tools": [WEATHER]},
             400, "invalid_request_error", "tool_choice.name",
         ),
@@ -236,3 +232,100 @@ def test_tool_use_and_tool_result_turns_reach_the_prompt(make_client: AppFactory
     body = client.post("/v1/messages", json={**BODY, "tools": [WEATHER], "messages": messages}).json()
     assert body["content"] == [{"type": "text", "text": "It is sunny."}] and body["stop_reason"] == "end_turn"
     assert "sunny, 21 C" in engine.prompts[-1] and '"city": "Paris"' in engine.prompts[-1]
+
+
+TWO_CALLS = (
+    "Let me check.\n<tool_call>\n"
+    '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n'
+    '{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+)
+
+
+def _assemble(events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Content blocks as a client builds them from the stream: starts, deltas (JSON joined), stops."""
+    blocks: list[dict[str, Any]] = []
+    json_parts: dict[int, str] = {}
+    open_index: int | None = None
+    for name, payload in events:
+        if name == "content_block_start":
+            assert open_index is None and payload["index"] == len(blocks)  # one block at a time, in order
+            blocks.append(dict(payload["content_block"]))
+            open_index = payload["index"]
+        elif name == "content_block_delta":
+            assert payload["index"] == open_index
+            delta = payload["delta"]
+            if delta["type"] == "text_delta":
+                blocks[open_index]["text"] += delta["text"]
+            else:
+                assert delta["type"] == "input_json_delta" and blocks[open_index]["type"] == "tool_use"
+                json_parts[open_index] = json_parts.get(open_index, "") + delta["partial_json"]
+        elif name == "content_block_stop":
+            assert payload["index"] == open_index
+            open_index = None
+    assert open_index is None
+    for index, text in json_parts.items():
+        blocks[index]["input"] = json.loads(text)
+    return blocks
+
+
+def _without_ids(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in block.items() if k != "id"} for block in blocks]
+
+
+def test_streamed_tool_use_assembles_to_the_whole_message(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([c.encode() for c in TWO_CALLS]))  # one character a token
+    request = {**BODY, "tools": [WEATHER], "max_tokens": 500}
+    whole = client.post("/v1/messages", json=request).json()
+    events = named_events(client.post("/v1/messages", json={**request, "stream": True}).text)
+    names = [name for name, _ in events]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta", "message_stop"]
+    content = _assemble(events)
+    assert _without_ids(content) == _without_ids(whole["content"])
+    assert [b["type"] for b in content] == ["text", "tool_use", "tool_use"]
+    assert content[0]["text"] == "Let me check."  # no markup, not even a partial marker
+    starts = [p["content_block"] for n, p in events if n == "content_block_start"][1:]
+    assert all(s["input"] == {} and s["id"].startswith("call_") for s in starts)
+    assert len({s["id"] for s in starts}) == 2
+    assert events[-2][1]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+    assert whole["stop_reason"] == "tool_use"
+
+
+def test_a_streamed_answer_that_only_calls_has_no_text_block(make_client: AppFactory) -> None:
+    markup = b'<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    engine = FakeEngine([markup])
+    client = make_client(engine)
+    choice = {"type": "tool", "name": "get_weather"}
+    body = {**BODY, "tools": [WEATHER], "tool_choice": choice, "stream": True}
+    events = named_events(client.post("/v1/messages", json=body).text)
+    assert _without_ids(_assemble(events)) == [
+        {"type": "tool_use", "name": "get_weather", "input": {"city": "Oslo"}}
+    ]
+    assert engine.requests[-1].sampling.call_grammar is not None
+
+
+def test_a_streamed_answer_without_calls_is_one_text_block(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"It is ", b"sunny."]))
+    events = named_events(client.post("/v1/messages", json={**BODY, "tools": [WEATHER], "stream": True}).text)
+    assert _assemble(events) == [{"type": "text", "text": "It is sunny."}]
+    assert events[-2][1]["delta"]["stop_reason"] == "end_turn"
+
+
+def test_a_call_cut_off_by_max_tokens_stops_for_max_tokens(make_client: AppFactory) -> None:
+    pieces = [b'<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par', b"is", b'"}}']
+    client = make_client(FakeEngine(pieces))
+    request = {**BODY, "tools": [WEATHER], "max_tokens": 1}
+    whole = client.post("/v1/messages", json=request).json()
+    assert whole["stop_reason"] == "max_tokens"
+    assert whole["content"] == [{"type": "tool_use", "id": whole["content"][0]["id"], "name": "get_weather",
+                                 "input": {}}]  # fmt: skip
+    events = named_events(client.post("/v1/messages", json={**request, "stream": True}).text)
+    assert events[-2][1]["delta"]["stop_reason"] == "max_tokens"
+
+
+def test_tool_fields_agents_send_are_accepted(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"ok"]))
+    tool = {**WEATHER, "strict": True, "eager_input_streaming": True, "input_examples": [{"city": "Oslo"}]}
+    response = client.post("/v1/messages", json={**BODY, "tools": [tool], "stream": True})
+    assert response.status_code == 200 and "event: message_stop" in response.text
+    unknown = client.post("/v1/messages", json={**BODY, "tools": [{**WEATHER, "defer_loading": True}]})
+    assert unknown.status_code == 400 and "defer_loading" in unknown.json()["error"]["message"]

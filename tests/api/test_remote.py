@@ -351,3 +351,33 @@ def test_tools_go_upstream_and_its_calls_come_back(serve_app: LiveServerFactory,
     assert deltas[0]["function"]["name"] == "get_time" and deltas[0]["id"].startswith("call_")
     assert "".join(d["function"]["arguments"] for d in deltas) == '{"tz": "UTC"}'
     assert [e["choices"][0]["finish_reason"] for e in events[:-1] if e["choices"]][-1] == "tool_calls"
+
+
+def test_streamed_calls_of_a_remote_model_reach_anthropic_and_responses_clients(
+    serve_app: LiveServerFactory, front: Front
+) -> None:
+    from tests.api.test_anthropic import named_events
+
+    markup = b'<tool_call>\n{"name": "get_time", "arguments": {"tz": "UTC"}}\n</tool_call>'
+    client = front([serve_app(FakeEngine([markup[:20], markup[20:]]))])
+    schema = {"type": "object", "properties": {"tz": {"type": "string"}}}
+    ask = [{"role": "user", "content": "Time?"}]
+    anthropic_body = {
+        "model": "team-model", "max_tokens": 64, "messages": ask, "stream": True,
+        "tools": [{"name": "get_time", "input_schema": schema}], "tool_choice": {"type": "any"},
+    }  # fmt: skip
+    events = named_events(client.post("/v1/messages", json=anthropic_body).text)
+    [start] = [p["content_block"] for n, p in events if n == "content_block_start"]
+    assert start["type"] == "tool_use" and start["name"] == "get_time"
+    json_parts = [p["delta"]["partial_json"] for n, p in events if n == "content_block_delta"]
+    assert json.loads("".join(json_parts)) == {"tz": "UTC"}
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    responses_body = {
+        "model": "team-model", "input": "Time?", "stream": True, "tool_choice": "required",
+        "tools": [{"type": "function", "name": "get_time", "parameters": schema}],
+    }  # fmt: skip
+    events = named_events(client.post("/v1/responses", json=responses_body).text)
+    [call] = events[-1][1]["response"]["output"]
+    assert call["type"] == "function_call" and json.loads(call["arguments"]) == {"tz": "UTC"}
+    arguments = [p["delta"] for n, p in events if n == "response.function_call_arguments.delta"]
+    assert "".join(arguments) == call["arguments"]

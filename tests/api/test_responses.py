@@ -169,6 +169,7 @@ def test_function_calls_come_back_as_output_items(make_client: AppFactory) -> No
     [call] = body["output"]
     assert call["type"] == "function_call" and call["name"] == "get_weather" and call["call_id"]
     assert json.loads(call["arguments"]) == {"city": "Paris"} and body["status"] == "completed"
+    assert body["tools"] == [WEATHER_TOOL] and body["tool_choice"] == choice  # echoed as sent
     assert engine.requests[-1].sampling.call_grammar is not None  # forced: decoded under the grammar
 
 
@@ -189,9 +190,108 @@ def test_function_call_output_turn_and_chain_reach_the_prompt(make_client: AppFa
     assert items[0]["type"] == "function_call_output" and items[0]["call_id"] == call["call_id"]
 
 
-def test_streaming_with_tools_and_other_tool_types_are_refused(make_client: AppFactory) -> None:
+def test_other_tool_types_are_refused(make_client: AppFactory) -> None:
     client = make_client(FakeEngine())
-    streamed = client.post("/v1/responses", json={**BODY, "tools": [WEATHER_TOOL], "stream": True})
-    assert streamed.status_code == 400 and "streaming with tools" in streamed.json()["error"]["message"]
     custom = client.post("/v1/responses", json={**BODY, "tools": [{"type": "custom", "name": "x"}]})
     assert custom.status_code == 400 and "only 'function' tools" in custom.json()["error"]["message"]
+
+
+TWO_CALLS = (
+    "Let me check.\n<tool_call>\n"
+    '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n'
+    '{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+)
+
+
+def _assemble(events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Output items as a client builds them from the stream, checking each event's place on the way."""
+    items: list[dict[str, Any]] = []
+    open_item: dict[str, Any] | None = None
+    for name, payload in events:
+        if name == "response.output_item.added":
+            assert open_item is None and payload["output_index"] == len(items)  # one item at a time
+            open_item = json.loads(json.dumps(payload["item"]))
+            assert open_item["status"] == "in_progress"
+            items.append(open_item)
+        elif name == "response.content_part.added":
+            assert open_item is not None and payload["item_id"] == open_item["id"]
+            open_item["content"].append(dict(payload["part"]))
+        elif name == "response.output_text.delta":
+            assert open_item is not None and payload["item_id"] == open_item["id"]
+            open_item["content"][0]["text"] += payload["delta"]
+        elif name == "response.function_call_arguments.delta":
+            assert open_item is not None and payload["item_id"] == open_item["id"]
+            assert payload["output_index"] == len(items) - 1
+            open_item["arguments"] += payload["delta"]
+        elif name == "response.function_call_arguments.done":
+            assert open_item is not None and payload["arguments"] == open_item["arguments"]
+            assert payload["name"] == open_item["name"]
+        elif name == "response.output_item.done":
+            assert open_item is not None and payload["item"]["id"] == open_item["id"]
+            open_item["status"] = "completed"
+            assert payload["item"] == open_item
+            open_item = None
+    assert open_item is None
+    return items
+
+
+def _without_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in item.items() if k not in ("id", "call_id")} for item in items]
+
+
+def test_streamed_function_calls_assemble_to_the_whole_response(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([c.encode() for c in TWO_CALLS]))  # one character a token
+    request = {**BODY, "tools": [WEATHER_TOOL]}
+    whole = client.post("/v1/responses", json=request).json()
+    events = named_events(client.post("/v1/responses", json={**request, "stream": True}).text)
+    assert [p["sequence_number"] for _, p in events] == list(range(len(events)))
+    assert all(name == payload["type"] for name, payload in events)
+    output = _assemble(events)
+    final = events[-1][1]["response"]
+    assert events[-1][0] == "response.completed" and final["status"] == whole["status"] == "completed"
+    assert final["output"] == output  # the same items, ids and all, as the stream built
+    assert _without_ids(output) == _without_ids(whole["output"])
+    assert [item["type"] for item in output] == ["message", "function_call", "function_call"]
+    assert output[0]["content"][0]["text"] == "Let me check."  # no markup, not even a partial marker
+    texts = "".join(p["delta"] for n, p in events if n == "response.output_text.delta")
+    assert texts == "Let me check."
+    calls = output[1:]
+    assert [json.loads(c["arguments"]) for c in calls] == [{"city": "Paris"}, {"city": "Oslo"}]
+    assert len({c["call_id"] for c in calls}) == 2 and all(c["call_id"].startswith("call_") for c in calls)
+    added = [p["item"] for n, p in events if n == "response.output_item.added"][1:]
+    assert all(a["arguments"] == "" and a["type"] == "function_call" for a in added)
+    assert client.get(f"/v1/responses/{final['id']}").json() == final  # stored as streamed
+
+
+def test_a_streamed_forced_call_is_the_only_item(make_client: AppFactory) -> None:
+    engine = FakeEngine([CALL])
+    client = make_client(engine)
+    choice = {"type": "function", "name": "get_weather"}
+    body = {**BODY, "tools": [WEATHER_TOOL], "tool_choice": choice, "stream": True}
+    events = named_events(client.post("/v1/responses", json=body).text)
+    [call] = _assemble(events)
+    assert call["type"] == "function_call" and json.loads(call["arguments"]) == {"city": "Paris"}
+    assert engine.requests[-1].sampling.call_grammar is not None
+    assert not any(name.startswith("response.output_text") for name, _ in events)
+
+
+def test_a_streamed_answer_with_tools_but_no_call_is_a_message(make_client: AppFactory) -> None:
+    client = make_client(FakeEngine([b"It is ", b"sunny."]))
+    events = named_events(
+        client.post("/v1/responses", json={**BODY, "tools": [WEATHER_TOOL], "stream": True}).text
+    )
+    [message] = _assemble(events)
+    assert message["type"] == "message" and message["content"][0]["text"] == "It is sunny."
+    assert events[-1][1]["response"]["output"] == [message]
+
+
+def test_a_call_cut_off_by_max_output_tokens_is_incomplete(make_client: AppFactory) -> None:
+    pieces = [b'<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par', b"is", b'"}}']
+    client = make_client(FakeEngine(pieces))
+    request = {**BODY, "tools": [WEATHER_TOOL], "max_output_tokens": 1}
+    whole = client.post("/v1/responses", json=request).json()
+    assert whole["status"] == "incomplete" and whole["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert [item["type"] for item in whole["output"]] == ["function_call"]
+    events = named_events(client.post("/v1/responses", json={**request, "stream": True}).text)
+    final = events[-1][1]["response"]
+    assert final["status"] == "incomplete" and _without_ids(final["output"]) == _without_ids(whole["output"])

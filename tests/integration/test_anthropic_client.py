@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import anthropic
 import httpx
@@ -134,8 +136,12 @@ WEATHER = {
 WEATHER_ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
-@pytest.mark.parametrize("choice", [{"type": "tool", "name": "get_weather"}, {"type": "any"}])
-def test_forced_tool_use_has_schema_valid_input(claude: anthropic.Anthropic, choice: dict[str, str]) -> None:
+# "any" with parallel calls lets the small model repeat calls up to max_tokens (stop_reason max_tokens)
+FORCED = [{"type": "tool", "name": "get_weather"}, {"type": "any", "disable_parallel_tool_use": True}]
+
+
+@pytest.mark.parametrize("choice", FORCED)
+def test_forced_tool_use_has_schema_valid_input(claude: anthropic.Anthropic, choice: dict[str, Any]) -> None:
     import jsonschema
 
     message = claude.messages.create(
@@ -173,3 +179,50 @@ def test_a_tool_result_turn_is_answered(claude: anthropic.Anthropic) -> None:
     )
     assert second.content and second.content[0].type in ("text", "tool_use")
     assert second.usage.input_tokens > first.usage.input_tokens
+
+
+@pytest.mark.parametrize("choice", FORCED)
+def test_streamed_tool_use_gives_the_same_message_as_a_whole_one(
+    claude: anthropic.Anthropic, choice: dict[str, Any]
+) -> None:
+    """What Claude Code reads: tool_use blocks with input_json_delta fragments, then stop_reason tool_use."""
+    import jsonschema
+
+    request = {
+        "model": MODEL, "max_tokens": 120, "messages": WEATHER_ASK, "tools": [WEATHER], "tool_choice": choice,
+        "extra_body": {"temperature": 0},
+    }  # fmt: skip
+    whole = claude.messages.create(**request)  # type: ignore[call-overload]
+    with claude.messages.stream(**request) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    ours = [block.model_dump(exclude={"id"}) for block in final.content]
+    assert ours == [block.model_dump(exclude={"id"}) for block in whole.content]
+    assert final.stop_reason == whole.stop_reason == "tool_use"
+    calls = [block for block in final.content if block.type == "tool_use"]
+    assert calls and calls[0].name == "get_weather" and calls[0].id.startswith("call_")
+    jsonschema.validate(calls[0].input, WEATHER["input_schema"])
+    kinds = [event.type for event in events]
+    assert "input_json" in kinds and kinds[-1] == "message_stop"
+    text = "".join(event.text for event in events if event.type == "text")
+    assert "<tool_call>" not in text and "get_weather" not in text  # no call markup in text deltas
+
+
+def test_raw_stream_of_a_tool_call(server: Server) -> None:
+    body = {
+        "model": MODEL, "max_tokens": 120, "messages": WEATHER_ASK, "stream": True, "temperature": 0,
+        "tools": [WEATHER], "tool_choice": {"type": "tool", "name": "get_weather"},
+    }  # fmt: skip
+    events = named_events(httpx.post(f"{server.url}/v1/messages", json=body, timeout=120).text)
+    starts = [p for n, p in events if n == "content_block_start"]
+    assert starts[-1]["content_block"]["type"] == "tool_use" and starts[-1]["content_block"]["input"] == {}
+    fragments = [
+        p["delta"]["partial_json"]
+        for n, p in events
+        if n == "content_block_delta" and p["index"] == starts[-1]["index"]
+    ]
+    assert len(fragments) > 1  # streamed piece by piece, not at the end
+    called_input = json.loads("".join(fragments))
+    assert set(called_input) == {"city", "unit"}
+    assert [n for n, _ in events][-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"

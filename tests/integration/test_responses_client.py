@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jsonschema
@@ -123,8 +124,7 @@ def test_chain_and_retrieve_survive_a_restart(start_server: Callable[..., Server
 
 
 def test_openai_agents_sdk_runs_an_agent_without_tools(server: Server) -> None:
-    """The Agents SDK's requests (its default model is the Responses API) are accepted as it sends them.
-    A tool-using agent needs tool calling, which LocalLab's Responses API does not have yet."""
+    """The Agents SDK's requests (its default model is the Responses API) are accepted as it sends them."""
     import asyncio
 
     import agents
@@ -226,3 +226,76 @@ def test_openai_agents_sdk_runs_a_one_tool_agent(server: Server) -> None:
 
     final = asyncio.run(asyncio.wait_for(run_agent(), 120))
     assert seen and final == f"Sunny in {seen[0]}"
+
+
+def _calls(output: list[Any]) -> list[dict[str, Any]]:
+    return [
+        item.model_dump(include={"type", "name", "arguments"})
+        for item in output
+        if item.type == "function_call"
+    ]
+
+
+@pytest.mark.parametrize("choice", [{"type": "function", "name": "get_weather"}, "required"])
+def test_streamed_function_call_gives_the_same_items_as_a_whole_response(
+    oai: openai.OpenAI, choice: Any
+) -> None:
+    request: dict[str, Any] = {
+        "model": MODEL, "input": "What is the weather in Paris?", "tools": [WEATHER_TOOL],
+        "tool_choice": choice, "parallel_tool_calls": False, "max_output_tokens": 120, "temperature": 0,
+    }  # fmt: skip
+    whole = oai.responses.create(**request)
+    with oai.responses.stream(**request) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert _calls(final.output) == _calls(whole.output) and _calls(final.output)
+    assert [item.type for item in final.output] == [item.type for item in whole.output]
+    assert final.status == whole.status == "completed"
+    call = next(item for item in final.output if item.type == "function_call")
+    jsonschema.validate(json.loads(call.arguments), WEATHER_TOOL["parameters"])
+    kinds = [event.type for event in events]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    first, done = (
+        kinds.index("response.function_call_arguments.delta"),
+        kinds.index("response.output_item.done"),
+    )
+    assert kinds.index("response.output_item.added") < first < done and kinds[-1] == "response.completed"
+    pieces = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    assert len(pieces) > 1 and "".join(pieces) == call.arguments  # streamed piece by piece
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert "<tool_call>" not in text and "get_weather" not in text  # no call markup in text deltas
+    assert _calls(oai.responses.retrieve(final.id).output) == _calls(final.output)  # stored as streamed
+
+
+def test_openai_agents_sdk_runs_a_one_tool_agent_streamed(server: Server) -> None:
+    """`Runner.run_streamed`: the SDK reads the function call from the stream events and runs the tool."""
+    import asyncio
+
+    import agents
+
+    agents.set_tracing_disabled(True)
+    seen: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        seen.append(city)
+        return f"Sunny in {city}"
+
+    async def run_agent() -> tuple[str, list[str]]:
+        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as client:
+            agent = agents.Agent(
+                name="weather",
+                instructions="You answer questions about the weather.",
+                model=agents.OpenAIResponsesModel(model=MODEL, openai_client=client),
+                tools=[get_weather],
+                tool_use_behavior="stop_on_first_tool",
+                model_settings=agents.ModelSettings(tool_choice="get_weather", temperature=0, max_tokens=80),
+            )
+            result = agents.Runner.run_streamed(agent, "What is the weather in Paris?")
+            kinds = [event.type async for event in result.stream_events()]
+            return str(result.final_output), kinds
+
+    final, kinds = asyncio.run(asyncio.wait_for(run_agent(), 120))
+    assert seen and final == f"Sunny in {seen[0]}"
+    assert "raw_response_event" in kinds and "run_item_stream_event" in kinds

@@ -199,7 +199,7 @@ class Settings(BaseSettings):
     remote_models: Path | None = Field(
         None,
         description="TOML file that maps model ids to upstream OpenAI-compatible servers (vLLM, llama.cpp, "
-        "another LocalLab): the remote engine. See 'Scaling out' in the README.",
+        "another LocalLab): the remote engine. See docs/features/remote-engine.md.",
     )
 
     @field_validator("remote_models")

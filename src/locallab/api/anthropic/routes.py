@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from locallab.api.anthropic import wire
 from locallab.api.anthropic.schemas import CountTokensRequest, MessagesRequest
+from locallab.api.anthropic.streaming import ContentBlocks
 from locallab.api.cancellation import cancel_on_disconnect
 from locallab.api.routes.docs import errors, sse_ok
 from locallab.api.sse import NamedEvent, named_sse_response
@@ -90,21 +91,29 @@ def _events(services: Services, prepared: PreparedGeneration, model_id: str) -> 
     chunks = services.generation.start(prepared)  # admitted now: a full queue is a 503 before the stream
     message_id = wire.message_id()
     input_tokens = len(prepared.request.prompt_tokens)
+    tools = prepared.tool_output()  # with tools, blocks open as the answer shows what they are
 
     async def events() -> AsyncIterator[NamedEvent]:
+        blocks = ContentBlocks()
         async with contextlib.aclosing(chunks):
             yield wire.message_start(message_id, model_id, input_tokens)
-            yield wire.text_block_start()
+            if tools is None:
+                for event in blocks.start_text():
+                    yield event
             yield wire.ping()
             async for chunk in _with_pings(chunks):
                 if chunk is None:
                     yield wire.ping()
                     continue
-                if chunk.text:
-                    yield wire.text_delta(chunk.text)
+                pieces = tools.feed(chunk) if tools is not None else [chunk.text] if chunk.text else []
+                for event in blocks.feed(pieces):
+                    yield event
                 if chunk.finish_reason is not None:
-                    yield wire.block_stop()
-                    yield wire.message_delta(chunk.finish_reason, chunk.stop_sequence, Usage.of(chunk))
+                    for event in blocks.finish():
+                        yield event
+                    yield wire.message_delta(
+                        chunk.finish_reason, chunk.stop_sequence, Usage.of(chunk), blocks.called
+                    )
                     yield wire.message_stop()
 
     return events()

@@ -86,6 +86,14 @@ class Tool(StrictBody):
     input_schema: dict[str, Any]
     type: Literal["custom"] | None = None
     cache_control: dict[str, Any] | None = Field(None, description="Accepted; LocalLab caches by itself.")
+    strict: bool | None = Field(
+        None,
+        description="Accepted: a forced call, and under auto a call once begun, is decoded under the schema.",
+    )
+    eager_input_streaming: bool | None = Field(
+        None, description="Accepted: a streamed call's input always comes as the model writes it."
+    )
+    input_examples: list[dict[str, Any]] | None = Field(None, description="Accepted; not used.")
 
 
 class ToolChoiceBody(StrictBody):
@@ -151,10 +159,6 @@ class MessagesRequest(ConversationBody):
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
-        if self.tools and self.stream:
-            raise InvalidRequestError(
-                "stream: streaming with tools is not supported on /v1/messages yet; send stream false."
-            )
         if self.container is not None:
             raise InvalidRequestError("container: LocalLab runs no code-execution containers; remove it.")
 

@@ -5,9 +5,10 @@
   accepted and unused (no model here thinks).
 - `max_tokens` is the token limit; `stop_sequences`, `temperature`, `top_p`, `top_k` the sampling fields
   of the same names (temperature 0 is greedy).
-- A finish "stop" is `end_turn`, or `stop_sequence` (with the sequence) when a stop sequence ended
-  it; "length" and "time" (LocalLab's time cap) are `max_tokens`, the only reason Anthropic has for an
-  answer cut short by a limit.
+- A finish "stop" is `tool_use` when the answer called a tool, else `end_turn`, or `stop_sequence`
+  (with the sequence) when a stop sequence ended it; "length" and "time" (LocalLab's time cap) are
+  `max_tokens`, the only reason Anthropic has for an answer cut short by a limit (also when it cut a
+  call short: that call's `input` is {} in a whole message, what the fragments give in a stream).
 """
 
 from __future__ import annotations
@@ -86,11 +87,20 @@ def tool_use_of(body: ConversationBody) -> ToolUse | None:
     return ToolUse(tools, mode, parallel=not (choice is not None and choice.disable_parallel_tool_use))
 
 
+def tool_input(arguments: str) -> Any:
+    """A call's `input`: its arguments parsed; {} for none, or for arguments a token limit cut off."""
+    try:
+        return json.loads(arguments) if arguments.strip() else {}
+    except ValueError:
+        return {}
+
+
 def content_blocks(text: str | None, calls: list[ToolCall]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [{"type": "text", "text": text or ""}] if text or not calls else []
     for call in calls:
-        arguments = json.loads(call.arguments) if call.arguments.strip() else {}
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input(call.arguments)}
+        )
     return blocks
 
 
@@ -116,10 +126,10 @@ def sampling(body: MessagesRequest) -> SamplingParams:
 def stop_reason(
     finish: FinishReason | None, stop_sequence: str | None, called: bool = False
 ) -> tuple[str, str | None]:
+    if finish in ("length", "time"):  # a call cut off by the limit too: its input is unfinished
+        return "max_tokens", None
     if called:
         return "tool_use", None
-    if finish in ("length", "time"):
-        return "max_tokens", None
     if stop_sequence is not None:
         return "stop_sequence", stop_sequence
     return "end_turn", None
@@ -177,28 +187,10 @@ def message_start(message_id: str, model: str, input_tokens: int) -> NamedEvent:
     }
 
 
-def text_block_start() -> NamedEvent:
-    return "content_block_start", {
-        "type": "content_block_start",
-        "index": 0,
-        "content_block": {"type": "text", "text": ""},
-    }
-
-
-def text_delta(text: str) -> NamedEvent:
-    return "content_block_delta", {
-        "type": "content_block_delta",
-        "index": 0,
-        "delta": {"type": "text_delta", "text": text},
-    }
-
-
-def block_stop() -> NamedEvent:
-    return "content_block_stop", {"type": "content_block_stop", "index": 0}
-
-
-def message_delta(finish: FinishReason | None, stop_sequence: str | None, usage: Usage) -> NamedEvent:
-    reason, sequence = stop_reason(finish, stop_sequence)
+def message_delta(
+    finish: FinishReason | None, stop_sequence: str | None, usage: Usage, called: bool = False
+) -> NamedEvent:
+    reason, sequence = stop_reason(finish, stop_sequence, called)
     return "message_delta", {
         "type": "message_delta",
         "delta": {"stop_reason": reason, "stop_sequence": sequence},

@@ -29,7 +29,7 @@ class Options(StrictBody):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     num_ctx: int | None = Field(None, ge=1)
-    # Ollama options that have no counterpart here; accepted and ignored (README lists them)
+    # Ollama options that have no counterpart here; accepted and ignored (docs/features/ollama.md lists them)
     num_keep: int | None = None
     typical_p: float | None = None
     tfs_z: float | None = None

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from locallab.api.cancellation import cancel_on_disconnect
 from locallab.api.openai import responses_wire as wire
 from locallab.api.openai.responses_schemas import ResponsesRequest
+from locallab.api.openai.responses_stream import OutputItems
 from locallab.api.routes.docs import errors, sse_ok
 from locallab.api.sse import NamedEvent, named_sse_response
 from locallab.api.state import Services, get_services
@@ -43,41 +44,38 @@ def _events(
     services: Services,
     prepared: PreparedGeneration,
     body: ResponsesRequest,
-    items: list[dict[str, Any]],
+    stored_items: list[dict[str, Any]],
     owner: str | None,
 ) -> tuple[AsyncIterator[NamedEvent], wire.EventNumbering]:
     chunks = services.generation.start(prepared)  # admitted now: a full queue is a 503 before the stream
     event = wire.EventNumbering()
-    response_id, item_id, created = wire.new_id("resp"), wire.new_id("msg"), wire.now()
+    response_id, created = wire.new_id("resp"), wire.now()
     model_id = prepared.model.id
+    tools = prepared.tool_output()  # with tools, items open as the answer shows what they are
 
     async def events() -> AsyncIterator[NamedEvent]:
         start = wire.response_object(response_id, body, model_id, created_at=created)
         yield event("response.created", response=start)
         yield event("response.in_progress", response=start)
-        item = wire.output_message(item_id, None, "in_progress")
-        place = {"item_id": item_id, "output_index": 0, "content_index": 0}
-        yield event("response.output_item.added", output_index=0, item=item)
-        yield event("response.content_part.added", **place, part=wire.text_part(""))
-        parts: list[str] = []
+        items = OutputItems(event)
+        if tools is None:
+            for opened in items.start_message():
+                yield opened
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
-                if chunk.text:
-                    parts.append(chunk.text)
-                    yield event("response.output_text.delta", **place, delta=chunk.text, logprobs=[])
+                pieces = tools.feed(chunk) if tools is not None else [chunk.text] if chunk.text else []
+                for piece in items.feed(pieces):
+                    yield piece
                 if chunk.finish_reason is None:
                     continue
-                text = "".join(parts)
+                for closed in items.finish():
+                    yield closed
                 status, incomplete = wire.status_of(chunk.finish_reason)
-                done_item = wire.output_message(item_id, text)
-                yield event("response.output_text.done", **place, text=text, logprobs=[])
-                yield event("response.content_part.done", **place, part=wire.text_part(text))
-                yield event("response.output_item.done", output_index=0, item=done_item)
                 final = wire.response_object(
                     response_id, body, model_id, created_at=created, status=status,
-                    output=[done_item], incomplete=incomplete, used=Usage.of(chunk),
+                    output=items.output, incomplete=incomplete, used=Usage.of(chunk),
                 )  # fmt: skip
-                await _store(services, body, final, items, owner)
+                await _store(services, body, final, stored_items, owner)
                 # Always response.completed, its status saying "incomplete" when cut: the openai package's
                 # stream helper and the Agents SDK wait for that event alone.
                 yield event("response.completed", response=final)
@@ -125,8 +123,6 @@ async def create_response(
         tools.feed_whole(completion.text, completion.tool_calls)
         output = [wire.output_message(wire.new_id("msg"), tools.content)] if tools.content else []
         output += wire.function_call_items(tools.calls)
-        if tools.calls:
-            status, incomplete = "completed", None
     result = wire.response_object(
         wire.new_id("resp"), body, model.id, created_at=created, status=status,
         output=output, incomplete=incomplete, used=completion.usage,

@@ -71,10 +71,6 @@ class ResponsesRequest(StrictBody):
                 raise InvalidRequestError(
                     f"tools[{i}].type: only 'function' tools are supported (got {kind!r})."
                 )
-        if self.tools and self.stream:
-            raise InvalidRequestError(
-                "stream: streaming with tools is not supported on /v1/responses yet; send stream false."
-            )
         if self.background:
             raise InvalidRequestError(
                 "background: background responses are not supported; send the request without it "

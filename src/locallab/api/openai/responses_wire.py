@@ -7,7 +7,8 @@ a response object and its semantic stream events.
   come before this request's input.
 - `max_output_tokens` is the token limit; `text.format` the JSON grammar (`json_object`, `json_schema`).
 - finish "length" and "time" (LocalLab's time cap) are `status: "incomplete"` with
-  `incomplete_details.reason: "max_output_tokens"`; "stop" is `completed`.
+  `incomplete_details.reason: "max_output_tokens"` (also when the limit cut a function call short: its
+  arguments are unfinished); "stop" is `completed`.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def response_object(
         "temperature": body.temperature,
         "text": {"format": text_format},
         "tool_choice": body.tool_choice or "auto",
-        "tools": [],
+        "tools": body.tools or [],  # as sent: function tools only get this far
         "top_p": body.top_p,
         "truncation": body.truncation or "disabled",
         "usage": usage(used) if used is not None else None,
@@ -272,9 +273,12 @@ def tool_use_of(body: ResponsesRequest) -> ToolUse | None:
     return ToolUse(tuple(tools), mode, parallel)
 
 
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}  # fmt: skip
+
+
 def function_call_items(calls: list[ToolCall]) -> list[dict[str, Any]]:
-    return [
-        {"type": "function_call", "id": new_id("fc"), "call_id": c.id, "name": c.name,
-         "arguments": c.arguments or "{}", "status": "completed"}
-        for c in calls
-    ]  # fmt: skip
+    return [function_call_item(new_id("fc"), c.id, c.name, c.arguments or "{}") for c in calls]
