@@ -14,7 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from serve import Server, _pct, run_level, start_locallab, wait_ready
+from load import pct, run_level
+from servers import Server, start_locallab, wait_ready
 
 
 def start_pair(args: argparse.Namespace, model: Path, logs: Path) -> tuple[Server, Server]:
@@ -74,8 +75,8 @@ def measure(args: argparse.Namespace, model: Path, logs: Path) -> dict[str, Any]
     return {
         "pairs": args.proxy_pairs,
         "ttft_added_ms_p50": statistics.median(added) * 1000,
-        "ttft_direct_ms_p50": _pct(ttft["locallab"], 0.5) * 1000,
-        "ttft_proxy_ms_p50": _pct(ttft["locallab-proxy"], 0.5) * 1000,
+        "ttft_direct_ms_p50": pct(ttft["locallab"], 0.5) * 1000,
+        "ttft_proxy_ms_p50": pct(ttft["locallab-proxy"], 0.5) * 1000,
         "levels": levels,
     }
 

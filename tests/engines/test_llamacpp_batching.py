@@ -9,7 +9,8 @@ from typing import Any
 
 from locallab.engines.base import GenerationRequest, SamplingParams
 from locallab.engines.llamacpp.engine import LlamaCppEngine
-from locallab.engines.llamacpp.sequence import Outbox, Sequence, Slot
+from locallab.engines.llamacpp.kv_pool import Lane
+from locallab.engines.llamacpp.sequence import Outbox, Sequence
 
 _LOOP = asyncio.new_event_loop()  # never run: sequences here only need one to exist
 atexit.register(_LOOP.close)
@@ -18,10 +19,12 @@ atexit.register(_LOOP.close)
 def _sequence(slot_id: int, prompt: list[int], *, decoding: bool) -> Sequence:
     request = GenerationRequest(prompt, SamplingParams(max_tokens=10))
     seq = Sequence(request, _LOOP, asyncio.Queue(), Outbox())
-    seq.slot = Slot(slot_id)
+    seq.lane = Lane(slot_id, [])
     if decoding:
         seq.prompt_pos = seq.n_past = len(prompt)
         seq.next_token = 1000 + slot_id
+        seq.tokens.append(seq.next_token)
+        seq.has_next_token = True
     return seq
 
 
@@ -36,7 +39,7 @@ def _fill(active: list[Sequence], budget: int) -> tuple[Any, list[tuple[Sequence
     engine = LlamaCppEngine.__new__(LlamaCppEngine)  # only the batch planning is exercised
     engine._batch_size = budget
     batch = _batch(64)
-    return batch, engine._fill_batch(batch, active)
+    return batch, engine._fill_batch(batch, engine._plan(active))
 
 
 def test_batch_is_ordered_by_sequence_id_whatever_the_arrival_order() -> None:
@@ -49,7 +52,7 @@ def test_batch_is_ordered_by_sequence_id_whatever_the_arrival_order() -> None:
     batch, outputs = _fill(active, budget=16)
     ids = [batch.seq_id[i][0] for i in range(batch.n_tokens)]
     assert ids == sorted(ids) == [0, 1, 1, 1, 3]
-    assert [seq.slot.seq_id for seq, _ in outputs] == [0, 1, 3]
+    assert [seq.lane.seq_id for seq, _ in outputs] == [0, 1, 3]
 
 
 def test_prompt_budget_goes_to_the_earliest_arrivals() -> None:

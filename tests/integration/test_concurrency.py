@@ -9,8 +9,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from locallab.engines.base import GenerationChunk, TokenLogprob
 from tests.conftest import poll
 from tests.integration.conftest import Server
+from tests.real_model import assert_same_greedy_text
 
 pytestmark = pytest.mark.integration
 
@@ -26,21 +28,46 @@ def _ask(question: str) -> dict[str, object]:
     return {"messages": [{"role": "user", "content": question}], "do_sample": False, "max_length": 16}
 
 
-async def _many(url: str, bodies: list[dict[str, object]]) -> list[httpx.Response]:
+async def _many(url: str, bodies: list[dict[str, object]], path: str = "/chat") -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-        return list(await asyncio.gather(*(client.post("/chat", json=b) for b in bodies)))
+        return list(await asyncio.gather(*(client.post(path, json=b) for b in bodies)))
 
 
 def _answer(response: httpx.Response) -> str:
     return str(response.json()["choices"][0]["message"]["content"])
 
 
+def _openai_ask(question: str) -> dict[str, object]:
+    return {
+        "model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": question}],
+        "temperature": 0, "max_tokens": 16, "logprobs": True, "top_logprobs": 5,
+    }  # fmt: skip
+
+
+def _as_chunks(response: httpx.Response) -> list[GenerationChunk]:
+    """An OpenAI answer's token log-probabilities, in the shape assert_same_greedy_text compares."""
+    entries = response.json()["choices"][0]["logprobs"]["content"]
+    logprobs = tuple(
+        TokenLogprob(
+            bytes(e["bytes"]),
+            e["logprob"],
+            tuple((bytes(t["bytes"]), t["logprob"]) for t in e["top_logprobs"]),
+        )
+        for e in entries
+    )
+    return [GenerationChunk("", 0, len(logprobs), "length", 0, logprobs)]
+
+
 def test_32_concurrent_requests_on_8_slots_all_answer_as_if_alone(server_8: Server) -> None:
-    alone = {q: _answer(httpx.post(f"{server_8.url}/chat", json=_ask(q), timeout=60)) for q in QUESTIONS}
-    responses = asyncio.run(_many(server_8.url, [_ask(q) for q in QUESTIONS * 8]))
+    # Equal up to near ties: batches of other shapes round differently (see assert_same_greedy_text).
+    url = f"{server_8.url}/v1/chat/completions"
+    alone = {q: _as_chunks(httpx.post(url, json=_openai_ask(q), timeout=60)) for q in QUESTIONS}
+    responses = asyncio.run(
+        _many(server_8.url, [_openai_ask(q) for q in QUESTIONS * 8], "/v1/chat/completions")
+    )
     assert [r.status_code for r in responses] == [200] * 32
     for question, response in zip(QUESTIONS * 8, responses, strict=True):
-        assert _answer(response) == alone[question]
+        assert_same_greedy_text(alone[question], _as_chunks(response))
 
 
 def test_queue_overflow_gets_503_and_nothing_hangs(start_server: Callable[..., Server]) -> None:

@@ -51,13 +51,14 @@ def test_a_model_that_does_not_fit_gets_507_with_the_numbers(
 ) -> None:
     copy = tmp_path / "big-context.gguf"
     shutil.copyfile(default_model_path(), copy)
-    # SmolLM2 at 8 x 8192 tokens: 1.5 GB of KV cache, more than the 1 GB this server may use
+    # A KV pool of 65536 tokens (8 x 8192) for SmolLM2: 1.5 GB, more than the 1 GB this server may use
     server = Server(
         tmp_path,
         LOCALLAB_RATE_LIMIT_PER_MINUTE="0",
         LOCALLAB_PARALLEL="8",
         LOCALLAB_CONTEXT_LENGTH="8192",
         LOCALLAB_MEMORY_LIMIT_MB="1000",
+        LOCALLAB_KV_TOKENS="65536",
         LOCALLAB_MODEL="",
     )
     try:
@@ -65,7 +66,8 @@ def test_a_model_that_does_not_fit_gets_507_with_the_numbers(
         r = httpx.post(f"{server.url}/models/load", json={"model_id": str(copy)}, timeout=60)
         assert r.status_code == 507, r.text
         detail = r.json()["detail"]
-        assert "KV cache 1,510 MB for 8 sequences of 8192 tokens" in detail and "LOCALLAB_PARALLEL" in detail
+        assert "KV cache 1,510 MB for a pool of 65536 tokens in f16" in detail, detail
+        assert "LOCALLAB_KV_TOKENS" in detail
         assert _health(server) == "none"
     finally:
         server.stop()

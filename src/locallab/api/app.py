@@ -30,7 +30,7 @@ from locallab.api.state import Services
 from locallab.config.catalog import CatalogEntry, load_catalog
 from locallab.config.remote import RemoteModelConfig, load_remote_models
 from locallab.config.settings import Settings
-from locallab.engines.base import Engine
+from locallab.engines.base import Engine, KvPoolUsage
 from locallab.engines.gguf import check_gguf_header, is_embedding_model
 from locallab.engines.remote.pool import UpstreamObserver
 from locallab.errors import ModelLoadError
@@ -94,6 +94,10 @@ def build_engine_loader(
             max_queue=settings.max_queue,
             probe=model.entry is None,  # a file from outside the catalog: open it in a child first
             memory_limit_mb=settings.memory_limit_mb,
+            kv_tokens=settings.kv_tokens,
+            kv_type=settings.kv_type,
+            prefix_cache=settings.prefix_cache,
+            deterministic=settings.deterministic,
         )
 
     return load
@@ -206,6 +210,17 @@ def create_app(
             active=lambda: sum(m.engine.load.active for m in registry.models),
             queued=lambda: sum(m.engine.load.queued for m in registry.models),
             loaded=lambda: len(registry.models),
+        )
+
+        def pools() -> list[KvPoolUsage]:
+            return [
+                p for m in registry.models if isinstance(p := getattr(m.engine, "kv_pool", None), KvPoolUsage)
+            ]
+
+        metrics.watch_kv_pool(
+            size=lambda: sum(p.size for p in pools()),
+            used=lambda: sum(p.used for p in pools()),
+            preemptions=lambda: sum(p.preemptions for p in pools()),
         )
         tasks = [
             asyncio.create_task(_unload_idle_models(registry, settings.keep_alive)),

@@ -192,26 +192,27 @@ def _writable(path: Path) -> bool:
 
 def check_memory(settings: Settings, path: Path) -> Iterable[Check]:
     from locallab.engines.gguf import check_gguf_header
-    from locallab.engines.llamacpp.memory import estimate_memory
+    from locallab.engines.llamacpp.memory import auto_pool_tokens, estimate_memory
 
     try:
         header = check_gguf_header(path)
     except LocalLabError as exc:
         yield Check("memory", "fail", f"{path.name} is not a usable GGUF file: {exc.detail}")
         return
-    estimate = estimate_memory(
-        path, header, context_length=settings.context_length, parallel=settings.parallel
+    pool = settings.kv_tokens or auto_pool_tokens(
+        header, context_length=settings.context_length, parallel=settings.parallel, kv_type=settings.kv_type
     )
+    estimate = estimate_memory(path, header, pool_tokens=pool, kv_type=settings.kv_type)
     available = psutil.virtual_memory().available
     if settings.memory_limit_mb:
         available = min(available, settings.memory_limit_mb * MB)
     need = (
         f"needs about {estimate.total / MB:,.0f} MB "
-        f"({settings.parallel} sequences of {estimate.tokens_per_sequence} tokens)"
+        f"(a KV pool of {estimate.pool_tokens:,} tokens in {estimate.kv_type})"
     )
     have = f"{available / MB:,.0f} MB available"
     if estimate.total > available:
-        fix = "lower LOCALLAB_PARALLEL or LOCALLAB_CONTEXT_LENGTH, or choose a smaller model"
+        fix = "lower LOCALLAB_KV_TOKENS, set LOCALLAB_KV_TYPE=q8_0, or choose a smaller model"
         yield Check("memory", "fail", f"the default model {need}; only {have}.", fix)
     elif estimate.total > 0.8 * available:
         yield Check("memory", "warn", f"the default model {need}; {have}: little room left.")

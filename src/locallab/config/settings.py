@@ -81,7 +81,31 @@ class Settings(BaseSettings):
         description="Context window per sequence in tokens (capped at what the model was trained for).",
     )
     parallel: int = Field(
-        8, ge=1, le=64, description="Sequences decoded together in one batch (one KV cache slot each)."
+        8, ge=1, le=64, description="Most sequences decoded together in one batch (they share the KV pool)."
+    )
+    kv_tokens: int = Field(
+        0,
+        ge=0,
+        description="llama.cpp engine: size of the one KV cache pool all sequences share, in tokens. 0: "
+        "automatic (what fits in 192 MB or a quarter of free memory, at least one full context, at most "
+        "parallel full contexts).",
+    )
+    kv_type: Literal["f16", "q8_0", "q4_0"] = Field(
+        "f16",
+        description="llama.cpp engine: how keys and values are stored; q8_0 takes about half the memory of "
+        "f16 and q4_0 about a quarter (quantized types turn flash attention on).",
+    )
+    prefix_cache: bool = Field(
+        True,
+        description="llama.cpp engine: reuse the KV cache of prompt prefixes that earlier or running "
+        "requests computed (finished requests' cells stay until the pool needs them).",
+    )
+    deterministic: bool = Field(
+        True,
+        description="llama.cpp engine: a request on an idle server starts from an empty KV pool, so a greedy "
+        "or seeded request repeats exactly; prefixes are then shared only between requests that overlap in "
+        "time. false: keep cached prefixes across idle moments too (follow-up turns start faster; a repeat "
+        "may then part from the first answer where two tokens were nearly tied).",
     )
     max_queue: int = Field(
         64, ge=0, description="Requests that may wait for a free slot; past it requests get 503."

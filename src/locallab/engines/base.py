@@ -132,6 +132,19 @@ class GenerationStream(AsyncIterator[GenerationChunk]):
 
 
 @dataclass(frozen=True)
+class KvPoolUsage:
+    """The llama.cpp engine's KV pool: cells in all, cells holding a token, and how it made room."""
+
+    size: int
+    used: int
+    kv_type: str
+    prefix_cache: bool
+    deterministic: bool  # the pool is emptied whenever the engine goes idle
+    evictions: int  # cached prefixes dropped for room
+    preemptions: int  # running requests paused (and later recomputed) for room
+
+
+@dataclass(frozen=True)
 class EngineLoad:
     active: int
     queued: int

@@ -64,6 +64,19 @@ class Metrics:
             "locallab_model_load_seconds", "Model load durations.", buckets=_LOAD_BUCKETS, registry=r
         )
         self.load_failures = Counter("locallab_model_load_failures", "Model loads that failed.", registry=r)
+        self.kv_pool_size = Gauge(
+            "locallab_kv_pool_tokens", "KV pool size in tokens (llama.cpp models, summed).", registry=r
+        )
+        self.kv_pool_used = Gauge(
+            "locallab_kv_pool_used_tokens",
+            "KV pool cells holding a token: running requests and cached prefixes.",
+            registry=r,
+        )
+        self.kv_preemptions = Gauge(
+            "locallab_kv_preemptions",
+            "Running requests paused for KV pool room since their models loaded (summed).",
+            registry=r,
+        )
         self.upstream = UpstreamMetrics(r)  # the remote engine's upstreams
 
     def watch(
@@ -73,6 +86,13 @@ class Metrics:
         self.active.set_function(active)
         self.queued.set_function(queued)
         self.loaded_models.set_function(loaded)
+
+    def watch_kv_pool(
+        self, size: Callable[[], float], used: Callable[[], float], preemptions: Callable[[], float]
+    ) -> None:
+        self.kv_pool_size.set_function(size)
+        self.kv_pool_used.set_function(used)
+        self.kv_preemptions.set_function(preemptions)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,6 +11,7 @@ from typing import Any
 import psutil
 
 from locallab import __version__
+from locallab.engines.base import KvPoolUsage
 from locallab.services.registry import ModelRegistry
 from locallab.services.stats import Stats
 
@@ -31,6 +32,22 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def kv_pool_info(engine: object) -> dict[str, Any] | None:
+    """The KV pool of an engine that has one (llama.cpp): its size and use in tokens."""
+    pool = getattr(engine, "kv_pool", None)
+    if not isinstance(pool, KvPoolUsage):
+        return None
+    return {
+        "size_tokens": pool.size,
+        "used_tokens": pool.used,
+        "kv_type": pool.kv_type,
+        "prefix_cache": pool.prefix_cache,
+        "deterministic": pool.deterministic,
+        "evictions": pool.evictions,
+        "preemptions": pool.preemptions,
+    }
 
 
 class SystemInfo:
@@ -74,6 +91,7 @@ class SystemInfo:
                 "queued": sum(load.queued for load in loads),
             },
             "parallel": current.engine.load.parallel if current else None,
+            "kv_pool": kv_pool_info(current.engine) if current else None,
             "loaded_models": [m.id for m in self._registry.models],
             "tokens": {"prompt": stats.prompt_tokens, "generated": stats.generated_tokens},
         }

@@ -12,16 +12,20 @@ from locallab.engines.gguf import MetadataValue
 from locallab.errors import InsufficientStorageError
 
 MB = 1_000_000
-_KV_BYTES = 2  # llama.cpp keeps K and V in f16 by default
 _OVERHEAD = 1.10  # an allowance for compute buffers and allocator slack
+# Bytes per element of each KV cache type llama.cpp offers here (q8_0: 34 bytes per block of 32).
+KV_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+# The automatic pool: at most this much KV cache, and at most a quarter of the memory free at load.
+AUTO_KV_BYTES = 192 * MB
+_POOL_ALIGN = 256  # llama.cpp rounds its context up to a multiple of 256 cells
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
     weights: int
     kv_cache: int
-    sequences: int
-    tokens_per_sequence: int
+    pool_tokens: int
+    kv_type: str = "f16"
 
     @property
     def total(self) -> int:
@@ -33,10 +37,8 @@ def _int(metadata: dict[str, MetadataValue], key: str, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
 
 
-def estimate_memory(
-    path: Path, metadata: dict[str, MetadataValue], *, context_length: int, parallel: int
-) -> MemoryEstimate:
-    """Weights (the file) plus the KV cache for `parallel` sequences of the context llama.cpp will use."""
+def kv_bytes_per_token(metadata: dict[str, MetadataValue], kv_type: str = "f16") -> float:
+    """Keys and values of one token over every layer, from the model's metadata."""
     arch = str(metadata.get("general.architecture") or "")
     layers = _int(metadata, f"{arch}.block_count", 0)
     embedding = _int(metadata, f"{arch}.embedding_length", 0)
@@ -44,10 +46,32 @@ def estimate_memory(
     kv_heads = _int(metadata, f"{arch}.attention.head_count_kv", heads)  # per-layer arrays: assume all
     key_length = _int(metadata, f"{arch}.attention.key_length", embedding // heads)
     value_length = _int(metadata, f"{arch}.attention.value_length", embedding // heads)
-    trained = _int(metadata, f"{arch}.context_length", context_length)
-    tokens = min(context_length, trained)
-    kv = layers * tokens * parallel * kv_heads * (key_length + value_length) * _KV_BYTES
-    return MemoryEstimate(path.stat().st_size, kv, parallel, tokens)
+    return layers * kv_heads * (key_length + value_length) * KV_TYPE_BYTES[kv_type]
+
+
+def trained_context(metadata: dict[str, MetadataValue], context_length: int) -> int:
+    arch = str(metadata.get("general.architecture") or "")
+    return min(context_length, _int(metadata, f"{arch}.context_length", context_length))
+
+
+def auto_pool_tokens(
+    metadata: dict[str, MetadataValue], *, context_length: int, parallel: int, kv_type: str = "f16"
+) -> int:
+    """The KV pool size when LOCALLAB_KV_TOKENS is 0: what fits in AUTO_KV_BYTES (or a quarter of free
+    memory), never less than one full context, never more than `parallel` full contexts."""
+    per_sequence = trained_context(metadata, context_length)
+    budget = min(AUTO_KV_BYTES, psutil.virtual_memory().available // 4)
+    per_token = kv_bytes_per_token(metadata, kv_type) or 1.0
+    tokens = max(per_sequence, min(parallel * per_sequence, int(budget / per_token)))
+    return -(-tokens // _POOL_ALIGN) * _POOL_ALIGN
+
+
+def estimate_memory(
+    path: Path, metadata: dict[str, MetadataValue], *, pool_tokens: int, kv_type: str = "f16"
+) -> MemoryEstimate:
+    """Weights (the file) plus a KV pool of `pool_tokens` cells."""
+    kv = int(pool_tokens * kv_bytes_per_token(metadata, kv_type))
+    return MemoryEstimate(path.stat().st_size, kv, pool_tokens, kv_type)
 
 
 def check_fits(name: str, estimate: MemoryEstimate, limit_mb: int = 0) -> None:
@@ -64,7 +88,7 @@ def check_fits(name: str, estimate: MemoryEstimate, limit_mb: int = 0) -> None:
     e = estimate
     raise InsufficientStorageError(
         f"{name} needs about {e.total / MB:,.0f} MB (weights {e.weights / MB:,.0f} MB + KV cache "
-        f"{e.kv_cache / MB:,.0f} MB for {e.sequences} sequences of {e.tokens_per_sequence} tokens), "
-        f"but only {available / MB:,.0f} MB are {where}. Lower LOCALLAB_PARALLEL or "
-        "LOCALLAB_CONTEXT_LENGTH, or unload a model."
+        f"{e.kv_cache / MB:,.0f} MB for a pool of {e.pool_tokens} tokens in {e.kv_type}), "
+        f"but only {available / MB:,.0f} MB are {where}. Lower LOCALLAB_KV_TOKENS (or set "
+        "LOCALLAB_KV_TYPE=q8_0), or unload a model."
     )

@@ -14,7 +14,7 @@ import llama_cpp
 
 from locallab.engines.base import ModelInfo
 from locallab.engines.gguf import check_gguf_header
-from locallab.engines.llamacpp.memory import check_fits, estimate_memory
+from locallab.engines.llamacpp.memory import auto_pool_tokens, check_fits, estimate_memory
 from locallab.engines.llamacpp.probe import probe_gguf
 from locallab.errors import ModelLoadError
 
@@ -49,6 +49,15 @@ class _NativeLog:
 
 native_log = _NativeLog()
 
+KV_GGML_TYPES = {
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+}
+MAX_LANES = 256  # llama.cpp's LLAMA_MAX_SEQ
+# Finished requests keep their cells on a lane of their own until evicted: lanes per running slot.
+CACHED_LANES_PER_SLOT = 4
+
 
 @dataclass
 class NativeModel:
@@ -60,6 +69,10 @@ class NativeModel:
     n_ctx_seq: int
     n_vocab: int
     info: ModelInfo
+    pool_tokens: int = 0  # cells of the unified KV cache
+    lanes: int = 1  # sequence ids: running requests plus cached prefixes
+    share_prefixes: bool = True
+    kv_type: str = "f16"
 
     def free(self) -> None:
         if self.ctx is not None:
@@ -103,8 +116,12 @@ def load_native_model(
     probe: bool = False,
     memory_limit_mb: int = 0,
     embeddings: bool = False,
+    kv_tokens: int = 0,
+    kv_type: str = "f16",
+    prefix_cache: bool = True,
 ) -> NativeModel:
-    """Blocking: parses the file, maps its weights and allocates the KV cache for `parallel` sequences.
+    """Blocking: parses the file, maps its weights and allocates one KV pool of `kv_tokens` cells (0:
+    `auto_pool_tokens`) that every sequence shares.
 
     `embeddings`: a context that pools each sequence into a vector (the model's own pooling), reading
     up to `batch_size` tokens of up to `parallel` sequences in one pass; embedding models keep no cache.
@@ -115,9 +132,13 @@ def load_native_model(
     header = check_gguf_header(path)
     if probe:
         probe_gguf(path)
-    estimate = estimate_memory(
-        path, header, context_length=context_length, parallel=1 if embeddings else parallel
-    )
+    if embeddings:
+        kv_tokens = context_length  # one pass of inputs; an embedding context keeps nothing between passes
+    elif kv_tokens <= 0:
+        kv_tokens = auto_pool_tokens(
+            header, context_length=context_length, parallel=parallel, kv_type=kv_type
+        )
+    estimate = estimate_memory(path, header, pool_tokens=kv_tokens, kv_type=kv_type)
     check_fits(path.name, estimate, memory_limit_mb)
     native_log.install()
     native_log.recent.clear()
@@ -129,18 +150,23 @@ def load_native_model(
     try:
         n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(model))
         n_ctx_seq = min(context_length, n_ctx_train) if n_ctx_train > 0 else context_length
+        # Sliding-window layers prune cells a shared prefix would still need: no sharing, no cached lanes.
+        share = prefix_cache and not embeddings and int(llama_cpp.llama_model_n_swa(model)) == 0
+        lanes = min(MAX_LANES, parallel * CACHED_LANES_PER_SLOT) if share else parallel
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx_seq * parallel
+        cparams.n_ctx = kv_tokens
         # A step carries up to `batch_size` prompt tokens plus one token per running sequence.
         cparams.n_batch = batch_size + parallel
         cparams.n_ubatch = batch_size + parallel
-        cparams.n_seq_max = parallel
+        cparams.n_seq_max = lanes
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        cparams.kv_unified = False
+        cparams.kv_unified = True  # one pool of cells for all sequences, shareable between them
+        cparams.type_k = cparams.type_v = KV_GGML_TYPES[kv_type]  # quantized V turns flash attention on
         cparams.no_perf = True
         if embeddings:
             cparams.n_ctx = n_ctx_seq
+            cparams.kv_unified = False
             # A non-causal batch is read in one pass: it must hold the longest input.
             cparams.n_batch = cparams.n_ubatch = max(batch_size, n_ctx_seq)
             cparams.embeddings = True
@@ -152,6 +178,8 @@ def load_native_model(
         if not ctx:
             reason = "; ".join(native_log.recent) or "out of memory?"
             raise ModelLoadError(f"Cannot create a context for {path.name}: {reason}.")
+        pool_tokens = int(llama_cpp.llama_n_ctx(ctx))
+        n_ctx_seq = min(n_ctx_seq, pool_tokens)
     except BaseException:
         llama_cpp.llama_model_free(model)
         raise
@@ -183,6 +211,10 @@ def load_native_model(
         n_ctx_seq=n_ctx_seq,
         n_vocab=int(llama_cpp.llama_vocab_n_tokens(vocab)),
         info=info,
+        pool_tokens=pool_tokens,
+        lanes=lanes,
+        share_prefixes=share,
+        kv_type=kv_type,
     )
 
 

@@ -1,4 +1,4 @@
-"""One generation in flight on the llama.cpp engine: its KV-cache slot, sampler chain and output stream."""
+"""One generation in flight on the llama.cpp engine: its KV-pool lane, sampler chain and output stream."""
 
 from __future__ import annotations
 
@@ -6,48 +6,21 @@ import asyncio
 import ctypes
 from typing import Any
 
-import llama_cpp
-
 from locallab.engines.base import FinishReason, GenerationChunk, GenerationRequest, TokenLogprob
+from locallab.engines.llamacpp.kv_pool import Lane
 from locallab.engines.outbox import Outbox
 from locallab.engines.text import Utf8Stream
 from locallab.engines.threaded import ThreadedSequence
 
 
-class Slot:
-    """One KV-cache sequence of the context. Its cache outlives the request as a prompt cache."""
-
-    def __init__(self, seq_id: int) -> None:
-        self.seq_id = seq_id
-        self.tokens: list[int] = []  # the tokens whose keys and values the cache holds, by position
-        self.seq: Sequence | None = None
-
-    def common_prefix(self, prompt: list[int]) -> int:
-        n = 0
-        for cached, wanted in zip(self.tokens, prompt, strict=False):
-            if cached != wanted:
-                break
-            n += 1
-        return n
-
-    def truncate(self, keep: int, memory: Any) -> bool:
-        """Drops cached positions from `keep` on; False (and an empty cache) when that is impossible."""
-        if keep < len(self.tokens) and not llama_cpp.llama_memory_seq_rm(memory, self.seq_id, keep, -1):
-            self.forget(memory)
-            return False
-        del self.tokens[keep:]
-        return True
-
-    def forget(self, memory: Any) -> None:
-        llama_cpp.llama_memory_seq_rm(memory, self.seq_id, -1, -1)
-        self.tokens.clear()
-
-    def release(self) -> None:
-        self.seq = None
-
-
 class Sequence(ThreadedSequence):
-    """One request on the llama.cpp engine: its KV-cache slot, sampler chain, grammar and logprobs."""
+    """One request on the llama.cpp engine: its KV-pool lane, sampler chain, grammar and logprobs.
+
+    `tokens` is what its lane must hold: the prompt, then every sampled token. A preempted sequence
+    loses its lane and later reads `tokens` again as its prompt (`prompt_pos` back to the cached
+    prefix); its sampler chain, text decoder and stop matcher are kept, so its stream goes on as if
+    nothing happened.
+    """
 
     def __init__(
         self,
@@ -59,16 +32,20 @@ class Sequence(ThreadedSequence):
     ) -> None:
         super().__init__(request, loop, out, outbox)
         self.grammar = grammar
-        self.slot: Slot = _NO_SLOT
+        self.lane: Lane = _NO_LANE
         self.cached_tokens = 0
         self.sampler: Any = None
-        self.prompt_pos = 0  # prompt tokens already decoded into the KV cache
+        self.tokens = list(request.prompt_tokens)
+        self.prompt_pos = 0  # of `tokens`, already decoded into the KV cache (or shared from the pool)
+        self.has_next_token = False  # sampled (last of `tokens`), to be decoded in the next step
+        self.preemptions = 0
+        self.order = 0  # arrival number: the newest running sequence is preempted first
         self._utf8 = Utf8Stream()
         self._logprobs: list[TokenLogprob] = []  # of tokens whose text has not been emitted yet
 
     @property
     def prefilling(self) -> bool:
-        return self.prompt_pos < len(self.request.prompt_tokens)
+        return not self.has_next_token
 
     def _chunk(self, text: str, finish: FinishReason | None = None) -> GenerationChunk:
         logprobs, self._logprobs = tuple(self._logprobs), []
@@ -95,7 +72,7 @@ class Sequence(ThreadedSequence):
             self.sampler = None
 
 
-_NO_SLOT = Slot(-1)
+_NO_LANE = Lane(-1, [])
 
 
 def make_piece_buffer() -> ctypes.Array[ctypes.c_char]:
