@@ -102,13 +102,17 @@ def test_disconnect_during_streaming_frees_the_slot(server_8: Server) -> None:
     assert poll(lambda: _active(server_8.url), lambda n: n == 0, timeout=5) == 0
 
 
-def test_batch_route_answers_every_prompt(server_8: Server) -> None:
-    prompts = QUESTIONS[:3]
-    r = httpx.post(
-        f"{server_8.url}/generate/batch",
-        json={"prompts": prompts, "do_sample": False, "max_length": 16},
-        timeout=60,
-    )
+def test_batch_route_answers_every_prompt_in_order(server_8: Server) -> None:
+    """Each prompt gets its own answer, in order. Batched sequences share llama.cpp's KV pool, so a
+    batched greedy answer may part from the solo one at a near tie (docs/features/performance.md):
+    the check is that every answer, batched or solo, says what only its own prompt asks for."""
+    prompts = {
+        "What is the capital of France?": ("paris",),
+        "Name three colours.": ("red", "blue", "green", "yellow", "black", "white"),
+        "What is the capital of Germany?": ("berlin",),
+    }
+    request = {"prompts": list(prompts), "do_sample": False, "max_length": 16}
+    r = httpx.post(f"{server_8.url}/generate/batch", json=request, timeout=60)
     assert r.status_code == 200
     body = r.json()
     singles = [
@@ -117,5 +121,9 @@ def test_batch_route_answers_every_prompt(server_8: Server) -> None:
         ).json()
         for p in prompts
     ]
-    assert body["responses"] == [s["response"] for s in singles]
-    assert body["usage"]["completion_tokens"] == sum(s["usage"]["completion_tokens"] for s in singles)
+    for answer, single, words in zip(body["responses"], singles, prompts.values(), strict=True):
+        assert any(w in answer.lower() for w in words) and any(w in single["response"].lower() for w in words)
+    again = httpx.post(f"{server_8.url}/generate/batch", json=request, timeout=60).json()
+    assert again["responses"] == body["responses"]  # an idle server repeats a greedy batch exactly
+    assert body["usage"]["prompt_tokens"] == sum(s["usage"]["prompt_tokens"] for s in singles)
+    assert len(body["finish_reasons"]) == 3 and 3 <= body["usage"]["completion_tokens"] <= 3 * 16
