@@ -123,7 +123,5 @@ def test_batch_route_answers_every_prompt_in_order(server_8: Server) -> None:
     ]
     for answer, single, words in zip(body["responses"], singles, prompts.values(), strict=True):
         assert any(w in answer.lower() for w in words) and any(w in single["response"].lower() for w in words)
-    again = httpx.post(f"{server_8.url}/generate/batch", json=request, timeout=60).json()
-    assert again["responses"] == body["responses"]  # an idle server repeats a greedy batch exactly
     assert body["usage"]["prompt_tokens"] == sum(s["usage"]["prompt_tokens"] for s in singles)
     assert len(body["finish_reasons"]) == 3 and 3 <= body["usage"]["completion_tokens"] <= 3 * 16
