@@ -195,9 +195,10 @@ def test_forced_function_tool_has_schema_valid_arguments_and_its_output_is_answe
     assert second.usage.input_tokens > first.usage.input_tokens  # type: ignore[union-attr]
 
 
-def test_openai_agents_sdk_runs_a_one_tool_agent(server: Server) -> None:
+@pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
+def test_openai_agents_sdk_runs_a_one_tool_agent(server: Server, streamed: bool) -> None:
     """A forced tool choice, and the agent stops at the tool's result (the small model would not stop
-    calling it otherwise)."""
+    calling it otherwise). `Runner.run_streamed` reads the function call from the stream events."""
     import asyncio
 
     import agents
@@ -211,7 +212,7 @@ def test_openai_agents_sdk_runs_a_one_tool_agent(server: Server) -> None:
         seen.append(city)
         return f"Sunny in {city}"
 
-    async def run_agent() -> str:
+    async def run_agent() -> tuple[str, list[str]]:
         async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as client:
             agent = agents.Agent(
                 name="weather",
@@ -221,11 +222,17 @@ def test_openai_agents_sdk_runs_a_one_tool_agent(server: Server) -> None:
                 tool_use_behavior="stop_on_first_tool",
                 model_settings=agents.ModelSettings(tool_choice="get_weather", temperature=0, max_tokens=80),
             )
-            result = await agents.Runner.run(agent, "What is the weather in Paris?")
-            return str(result.final_output)
+            question = "What is the weather in Paris?"
+            if not streamed:
+                return str((await agents.Runner.run(agent, question)).final_output), []
+            result = agents.Runner.run_streamed(agent, question)
+            kinds = [event.type async for event in result.stream_events()]
+            return str(result.final_output), kinds
 
-    final = asyncio.run(asyncio.wait_for(run_agent(), 120))
+    final, kinds = asyncio.run(asyncio.wait_for(run_agent(), 120))
     assert seen and final == f"Sunny in {seen[0]}"
+    if streamed:
+        assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
 
 
 def _calls(output: list[Any]) -> list[dict[str, Any]]:
@@ -265,37 +272,3 @@ def test_streamed_function_call_gives_the_same_items_as_a_whole_response(
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert "<tool_call>" not in text and "get_weather" not in text  # no call markup in text deltas
     assert _calls(oai.responses.retrieve(final.id).output) == _calls(final.output)  # stored as streamed
-
-
-def test_openai_agents_sdk_runs_a_one_tool_agent_streamed(server: Server) -> None:
-    """`Runner.run_streamed`: the SDK reads the function call from the stream events and runs the tool."""
-    import asyncio
-
-    import agents
-
-    agents.set_tracing_disabled(True)
-    seen: list[str] = []
-
-    @agents.function_tool
-    def get_weather(city: str) -> str:
-        """The current weather in a city."""
-        seen.append(city)
-        return f"Sunny in {city}"
-
-    async def run_agent() -> tuple[str, list[str]]:
-        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0) as client:
-            agent = agents.Agent(
-                name="weather",
-                instructions="You answer questions about the weather.",
-                model=agents.OpenAIResponsesModel(model=MODEL, openai_client=client),
-                tools=[get_weather],
-                tool_use_behavior="stop_on_first_tool",
-                model_settings=agents.ModelSettings(tool_choice="get_weather", temperature=0, max_tokens=80),
-            )
-            result = agents.Runner.run_streamed(agent, "What is the weather in Paris?")
-            kinds = [event.type async for event in result.stream_events()]
-            return str(result.final_output), kinds
-
-    final, kinds = asyncio.run(asyncio.wait_for(run_agent(), 120))
-    assert seen and final == f"Sunny in {seen[0]}"
-    assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
