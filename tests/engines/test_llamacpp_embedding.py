@@ -86,6 +86,13 @@ def test_512_inputs_come_back_in_order(embedder: LlamaCppEmbedder) -> None:
         assert float(alone @ together[i]) > 0.9999
 
 
+def test_two_workers_share_a_request_and_every_row_is_its_own(embedder: LlamaCppEmbedder) -> None:
+    assert embedder.workers == 2  # threads=2: two one-thread contexts read passes side by side
+    texts = [f"Row {i}: {SENTENCES[i % len(SENTENCES)]}" for i in range(200)]  # 7 passes of 32 at most
+    vectors = run(embed_texts(embedder, texts))
+    assert float((vectors * reference_vectors(texts)).sum(axis=1).min()) >= 0.999
+
+
 def test_long_and_short_requests_tokenize_alike(embedder: LlamaCppEmbedder) -> None:
     # Short requests are tokenized on the event loop, long ones in a worker thread: same tokens.
     from locallab.engines.llamacpp.embedding import INLINE_TOKENIZE_CHARS

@@ -73,6 +73,13 @@ class NativeModel:
     lanes: int = 1  # sequence ids: running requests plus cached prefixes
     share_prefixes: bool = True
     kv_type: str = "f16"
+    params: Any = None  # the context's llama_context_params: more contexts on the same weights
+
+    def new_context(self) -> Any:
+        """Another context with this one's settings on the same weights (mapped once), or None when
+        llama.cpp cannot make one. The caller frees it with llama_free before `free()`."""
+        ctx = llama_cpp.llama_init_from_model(self.model, self.params)
+        return ctx or None
 
     def free(self) -> None:
         if self.ctx is not None:
@@ -215,6 +222,7 @@ def load_native_model(
         lanes=lanes,
         share_prefixes=share,
         kv_type=kv_type,
+        params=cparams,
     )
 
 
