@@ -102,3 +102,21 @@ def test_clearing_empties_every_lane_and_forgets_every_prefix() -> None:
     assert pool.longest_prefix([1, 2, 3]) is None
     _fill(pool, 2, [1, 2])  # the pool works as new
     assert pool.used == 2 and pool.longest_prefix([1, 2, 5]) is not None
+
+
+def test_a_prompts_kept_logits_answer_only_that_prompt_and_go_with_its_cells() -> None:
+    pool = _pool()
+    _fill(pool, 0, [1, 2, 3, 4, 5])  # a prompt of three tokens, then two generated ones
+    lane = pool.lanes[0]
+    lane.prompt_logits, lane.prompt_length = [0.5, 0.25], 3
+    assert pool.answered([1, 2, 3]) is lane
+    assert pool.answered([1, 2]) is None and pool.answered([1, 2, 3, 4]) is None
+    assert pool.answered([1, 2, 7]) is None
+    pool.copy_prefix(lane, 3, pool.lanes[1])  # a copy of the whole prompt carries its logits
+    pool.truncate(lane, 2)  # cut inside the prompt: the logits no longer follow what it holds
+    assert lane.prompt_logits is None and pool.answered([1, 2, 3]) is pool.lanes[1]
+    _fill(pool, 2, [6, 6])
+    pool.keep_only(pool.lanes[1], 3)
+    assert pool.used == 3 and pool.lanes[1].tokens == [1, 2, 3]
+    pool.clear()
+    assert pool.answered([1, 2, 3]) is None

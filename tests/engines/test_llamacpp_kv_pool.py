@@ -198,7 +198,30 @@ def test_an_idle_deterministic_engine_repeats_seeded_and_greedy_answers_exactly(
         for _ in range(3):
             assert run(collect(engine, poem, **SEEDED))[1] == first
             assert run(collect(engine, poem, max_tokens=24))[1] == greedy
-        pool = engine.kv_pool
-        assert pool.deterministic and pool.used == 0  # idle: nothing kept
+        assert engine.kv_pool.deterministic
+    finally:
+        run(engine.close())
+
+
+def _logprobs(chunks: list[GenerationChunk]) -> list[object]:
+    return [entry for chunk in chunks for entry in chunk.logprobs]
+
+
+def test_an_idle_deterministic_engine_answers_the_same_prompt_again_from_its_kept_logits() -> None:
+    engine = _engine(deterministic=True, parallel=2, context_length=512, batch_size=256)
+    try:
+        poem = _support_chat(engine, "Write a short poem about the sea.")
+        first = run(collect(engine, poem, logprobs=3, **SEEDED))[0]
+        again = run(collect(engine, poem, logprobs=3, **SEEDED))[0]
+        assert first[-1].cached_tokens == 0
+        assert again[-1].cached_tokens == again[-1].prompt_tokens  # nothing computed for the prompt
+        assert _logprobs(again) == _logprobs(first)  # bit for bit, as deterministic mode promises
+        # Another prompt, even one sharing the system prompt, starts from an empty pool...
+        other = run(collect(engine, _support_chat(engine, "Count from 1 to 10."), max_tokens=8))[0]
+        assert other[-1].cached_tokens == 0
+        # ...and replaces the kept one: the poem is read again, to the same answer.
+        third = run(collect(engine, poem, logprobs=3, **SEEDED))[0]
+        assert third[-1].cached_tokens == 0
+        assert _logprobs(third) == _logprobs(first)
     finally:
         run(engine.close())

@@ -24,9 +24,9 @@ from locallab.engines.base import (
     KvPoolUsage,
     ModelInfo,
 )
-from locallab.engines.llamacpp.kv_pool import KvPool, Lane
+from locallab.engines.llamacpp.kv_pool import KvPool, Lane, PrefixMatch
 from locallab.engines.llamacpp.native import NativeModel, load_native_model, token_bytes, tokenize
-from locallab.engines.llamacpp.sampling import build_sampler, grammar_for, token_logprob
+from locallab.engines.llamacpp.sampling import build_sampler, grammar_for, logits_at, token_logprob
 from locallab.engines.llamacpp.sequence import _NO_LANE, Sequence, make_piece_buffer
 from locallab.engines.threaded import ThreadedEngine
 from locallab.errors import EngineError
@@ -73,6 +73,8 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
         )
         self._preemptions = 0
         self._arrivals = 0
+        self._idle_layout = False  # deterministic mode: the pool is as an idle spell left it
+        self._piece_buf = make_piece_buffer()
         self._publish([])
         self._start_thread(f"llama.cpp:{native.info.name}")
 
@@ -101,7 +103,6 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
     def _run(self) -> None:
         native = self._native
         batch = llama_cpp.llama_batch_init(self._batch_size + self._parallel, 0, 1)
-        piece_buf = make_piece_buffer()
         pool = self._pool
         waiting: list[Sequence] = []
         active: list[Sequence] = []
@@ -110,10 +111,8 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
                 idle = not active and not waiting
                 if idle and self._closing and self._incoming.empty():
                     return
-                if idle and self._deterministic and pool.used:
-                    # Where llama.cpp puts a request's cells changes its logits in the last bits (see
-                    # docs/features/kv-pool.md): an idle server starts every request from an empty pool.
-                    pool.clear()
+                if idle and self._deterministic and not self._idle_layout:
+                    self._settle_idle_pool(pool)
                     self._publish(active)
                 self._drain_incoming(waiting, block=idle)
                 for seq in [s for s in waiting if s.cancelled]:
@@ -139,20 +138,10 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
                     for pos in range(len(seq.lane.cells), seq.n_past):
                         pool.append(seq.lane, seq.tokens[pos])
                 for seq, index in outputs:
+                    if len(seq.tokens) == len(seq.prompt_tokens) and seq.preemptions == 0:
+                        self._remember_prompt(seq, logits_at(native.ctx, index, native.n_vocab))
                     token = seq.sampler.sample(native.ctx, index)
-                    eog = bool(llama_cpp.llama_vocab_is_eog(native.vocab, token))
-                    piece = b"" if eog else token_bytes(native.vocab, token, piece_buf)
-                    seq.next_token = token
-                    seq.tokens.append(token)
-                    seq.has_next_token = True
-                    logprob = None
-                    if seq.request.sampling.logprobs is not None and not eog:
-                        logprob = token_logprob(
-                            native.ctx, index, native.n_vocab, token, piece, seq.request.sampling.logprobs,
-                            lambda t: token_bytes(native.vocab, t, piece_buf),
-                        )  # fmt: skip
-                    if seq.accept(piece, eog=eog, n_ctx_seq=native.n_ctx_seq, logprob=logprob):
-                        self._release(seq, active)
+                    self._take_token(seq, token, active, index=index)
                 self._publish(
                     active
                 )  # before the chunks go out: a client that got its last one sees the pool
@@ -170,6 +159,53 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
             for seq in active + waiting:
                 seq.free_sampler()
             native.free()
+
+    def _take_token(
+        self, seq: Sequence, token: int, active: list[Sequence], *, logits: Any = None, index: int = -1
+    ) -> None:
+        """Hands a sampled token to its sequence (text, logprobs from `logits` or else the last decode's
+        at batch position `index`, the end of its turn) and releases the sequence when it is finished."""
+        native = self._native
+        eog = bool(llama_cpp.llama_vocab_is_eog(native.vocab, token))
+        piece = b"" if eog else token_bytes(native.vocab, token, self._piece_buf)
+        seq.next_token = token
+        seq.tokens.append(token)
+        seq.has_next_token = True
+        logprob = None
+        if seq.request.sampling.logprobs is not None and not eog:
+            if logits is None:
+                logits = logits_at(native.ctx, index, native.n_vocab)
+            logprob = token_logprob(
+                logits, token, piece, seq.request.sampling.logprobs,
+                lambda t: token_bytes(native.vocab, t, self._piece_buf),
+            )  # fmt: skip
+        if seq.accept(piece, eog=eog, n_ctx_seq=native.n_ctx_seq, logprob=logprob):
+            self._release(seq, active)
+
+    def _remember_prompt(self, seq: Sequence, logits: Any) -> None:
+        """Keeps the logits that end a prompt's reading with its lane: the same prompt again samples
+        from them. In deterministic mode only for a prompt read alone from an idle server's pool, whose
+        cells and logits are then exactly what a fresh pool would give."""
+        if self._pool.share_prefixes and (seq.fresh or not self._deterministic):
+            seq.lane.prompt_logits = logits.copy()
+            seq.lane.prompt_length = len(seq.tokens)
+
+    def _settle_idle_pool(self, pool: KvPool) -> None:
+        """Deterministic mode, nothing running: where llama.cpp puts a request's cells changes its
+        logits in the last bits (docs/features/performance.md), so an idle server lays its pool out as
+        an empty one would be. It keeps only the last prompt read alone from such a pool, at the cells
+        it was read into, with its logits: the same prompt again computes nothing; any other empties
+        the pool first (`_admit`)."""
+        kept = max(
+            (lane for lane in pool.lanes if lane.prompt_logits is not None),
+            key=lambda lane: lane.last_used,
+            default=None,
+        )
+        if kept is None:
+            pool.clear()
+        else:
+            pool.keep_only(kept, kept.prompt_length)
+        self._idle_layout = True
 
     def _publish(self, active: list[Sequence]) -> None:
         pool = self._pool
@@ -204,7 +240,13 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
                 self._finished(seq)
                 continue
             waiting.pop(index)
+            for other in active:
+                other.fresh = False  # a prompt read beside another is not laid out as on an idle server
             active.append(seq)
+            if seq.answer is not None:  # its prompt was read before: sample from the logits kept
+                logits, seq.answer = seq.answer, None
+                self._take_token(seq, seq.sampler.sample_logits(logits), active, logits=logits)
+                self._outbox.flush()
 
     @staticmethod
     def _prefix_in_flight(seq: Sequence, active: list[Sequence], pool: KvPool) -> bool:
@@ -229,8 +271,19 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
         conversation's previous turn), else an empty lane, else the least recently used cached one.
         """
         tokens = seq.tokens
+        answered = pool.answered(tokens) if seq.preemptions == 0 else None
+        fresh = False
+        if self._idle_layout and not active:  # deterministic mode, the first request after idling
+            self._idle_layout = False
+            fresh = True
+            if answered is None and pool.used:
+                pool.clear()
         match = pool.longest_prefix(tokens)
-        reuse = 0 if match is None else min(match.length, len(tokens) - 1)  # the last token gives logits
+        if answered is not None:  # the whole prompt and the logits that follow it
+            match = PrefixMatch(answered.seq_id, len(tokens))
+            reuse = len(tokens)
+        else:
+            reuse = 0 if match is None else min(match.length, len(tokens) - 1)  # the last gives logits
         shared = pool.lanes[match.source].cells[:reuse] if match is not None else []
         if active and pool.pinned(shared) + len(tokens) - reuse + len(active) > pool.size:
             return False
@@ -265,6 +318,8 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
         lane.running = True
         seq.lane = lane
         seq.prompt_pos = seq.n_past = reuse
+        seq.fresh = fresh
+        seq.answer = lane.prompt_logits if answered is not None else None
         if seq.preemptions == 0:
             seq.cached_tokens = reuse
         return True

@@ -40,6 +40,10 @@ class Lane:
     cells: list[Cell]
     running: bool = False
     last_used: int = 0  # step of its last use: the least recently used cached lane is evicted first
+    # The logits that followed its first `prompt_length` cells (the prompt its request read): the same
+    # prompt again starts sampling from them, with nothing to compute.
+    prompt_logits: Any = None
+    prompt_length: int = 0
 
     @property
     def tokens(self) -> list[int]:
@@ -100,6 +104,18 @@ class KvPool:
                 seen.update(id(cell) for cell in lane.cells)
         return len(seen)
 
+    def answered(self, tokens: list[int]) -> Lane | None:
+        """A lane holding exactly `tokens` as its prompt, with the logits that followed (an idle one
+        first), or None."""
+        found = [
+            lane
+            for lane in self.lanes
+            if lane.prompt_logits is not None
+            and lane.prompt_length == len(tokens)
+            and [cell.token for cell in lane.cells[: len(tokens)]] == tokens
+        ]
+        return min(found, key=lambda lane: lane.running, default=None)
+
     def free_lane(self) -> Lane | None:
         """An empty lane, else the least recently used cached one; None when every lane runs."""
         idle = [lane for lane in self.lanes if not lane.running]
@@ -117,6 +133,8 @@ class KvPool:
 
     def truncate(self, lane: Lane, keep: int) -> None:
         """Drops the lane's cells from position `keep` on."""
+        if keep < lane.prompt_length:
+            lane.prompt_logits = None
         if keep >= len(lane.cells):
             return
         if self.memory is not None:
@@ -132,6 +150,7 @@ class KvPool:
         for cell in lane.cells:
             self._drop_holder(cell, lane.seq_id)
         lane.cells = []
+        lane.prompt_logits = None
 
     def evict(self, lane: Lane) -> int:
         """Empties a cached lane; returns the cells that became free."""
@@ -147,6 +166,8 @@ class KvPool:
         lane.cells = source.cells[:length]
         for cell in lane.cells:
             cell.holders.add(lane.seq_id)
+        if source.prompt_logits is not None and length >= source.prompt_length:
+            lane.prompt_logits, lane.prompt_length = source.prompt_logits, source.prompt_length
 
     def clear(self) -> None:
         """Empties the whole pool (every lane idle). llama.cpp then places the next request's cells from
@@ -155,8 +176,16 @@ class KvPool:
             llama_cpp.llama_memory_clear(self.memory, False)
         for lane in self.lanes:
             lane.cells = []
+            lane.prompt_logits = None
         self._root.children.clear()
         self.used = 0
+
+    def keep_only(self, lane: Lane, length: int) -> None:
+        """Empties every other lane and cuts `lane` to its first `length` cells."""
+        for other in self.lanes:
+            if other is not lane and other.cells:
+                self.truncate(other, 0)
+        self.truncate(lane, length)
 
     def append(self, lane: Lane, token: int) -> None:
         """Records a token llama.cpp has just decoded for `lane` in a fresh cell."""

@@ -47,6 +47,7 @@ class SequenceSampler:
     def __init__(self, chain: Any, grammar: Any, n_vocab: int) -> None:
         self.chain = chain
         self.grammar = grammar
+        self.plain_greedy = False  # the chain is greedy alone: the likeliest token, read with numpy
         self._n_vocab = n_vocab
         self._data: Any = None
         self._view: Any = None
@@ -55,9 +56,19 @@ class SequenceSampler:
 
     def sample(self, ctx: Any, index: int) -> int:
         """The next token from the logits at batch position `index`; accepted by chain and grammar."""
-        if self.grammar is None:
+        if self.grammar is None and not self.plain_greedy:
             return int(llama_cpp.llama_sampler_sample(self.chain, ctx, index))
-        logits = _logits(ctx, index, self._n_vocab)
+        return self.sample_logits(logits_at(ctx, index, self._n_vocab))
+
+    def sample_logits(self, logits: Any) -> int:
+        """The next token from `logits` (one float32 per vocabulary entry): what `sample` would choose
+        from the same logits in the context, accepted by chain and grammar alike."""
+        if self.plain_greedy:
+            return int(np.argmax(logits))  # the first of equal maxima, as llama.cpp's greedy sampler
+        if self.grammar is None:
+            token = self._pick(logits, with_grammar=False)
+            llama_cpp.llama_sampler_accept(self.chain, token)
+            return token
         token = self._pick(logits, with_grammar=False)
         self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
         self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
@@ -88,7 +99,8 @@ class SequenceSampler:
         self.chain = self.grammar = None
 
 
-def _logits(ctx: Any, index: int, n_vocab: int) -> Any:
+def logits_at(ctx: Any, index: int, n_vocab: int) -> Any:
+    """The logits at batch position `index` of the last decode (a view: valid until the next one)."""
     pointer = llama_cpp.llama_get_logits_ith(ctx, index)
     return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n_vocab,))
 
@@ -122,6 +134,7 @@ def build_sampler(
         llama_cpp.llama_sampler_chain_add(chain, penalties)
     if params.greedy:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        sampler.plain_greedy = constraint is None and llama_cpp.llama_sampler_chain_n(chain) == 1
         return sampler
     if params.top_k > 0:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(params.top_k))
@@ -135,14 +148,11 @@ def build_sampler(
     return sampler
 
 
-def token_logprob(
-    ctx: Any, index: int, n_vocab: int, token: int, text: bytes, top_n: int, piece: Any
-) -> TokenLogprob:
-    """The model's log-probability of `token` (whose bytes are `text`) at batch position `index`, with
-    the `top_n` likeliest. `piece(token)` gives another token's bytes. Probabilities are the model's own
-    (before sampling).
+def token_logprob(logits: Any, token: int, text: bytes, top_n: int, piece: Any) -> TokenLogprob:
+    """The model's log-probability of `token` (whose bytes are `text`) under `logits`, with the `top_n`
+    likeliest. `piece(token)` gives another token's bytes. Probabilities are the model's own (before
+    sampling).
     """
-    logits = _logits(ctx, index, n_vocab)
     shifted = logits - logits.max()
     log_z = float(np.log(np.exp(shifted).sum()))
     top: tuple[tuple[bytes, float], ...] = ()

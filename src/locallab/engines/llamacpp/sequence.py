@@ -40,6 +40,8 @@ class Sequence(ThreadedSequence):
         self.has_next_token = False  # sampled (last of `tokens`), to be decoded in the next step
         self.preemptions = 0
         self.order = 0  # arrival number: the newest running sequence is preempted first
+        self.fresh = False  # deterministic mode: its prompt is read alone from an idle server's pool
+        self.answer: Any = None  # logits kept for its whole prompt: its first token comes from them
         self._utf8 = Utf8Stream()
         self._logprobs: list[TokenLogprob] = []  # of tokens whose text has not been emitted yet
 
