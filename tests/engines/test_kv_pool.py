@@ -115,8 +115,18 @@ def test_a_prompts_kept_logits_answer_only_that_prompt_and_go_with_its_cells() -
     pool.copy_prefix(lane, 3, pool.lanes[1])  # a copy of the whole prompt carries its logits
     pool.truncate(lane, 2)  # cut inside the prompt: the logits no longer follow what it holds
     assert lane.prompt_logits is None and pool.answered([1, 2, 3]) is pool.lanes[1]
-    _fill(pool, 2, [6, 6])
-    pool.keep_only(pool.lanes[1], 3)
-    assert pool.used == 3 and pool.lanes[1].tokens == [1, 2, 3]
     pool.clear()
     assert pool.answered([1, 2, 3]) is None
+
+
+def test_a_prefix_is_kept_alone_only_while_no_gap_was_freed_below_newer_cells() -> None:
+    pool = _pool()
+    _fill(pool, 0, [1, 2, 3, 4])
+    _fill(pool, 1, [5, 6])
+    assert pool.keep_prefix(pool.lanes[0], 3)  # cells 0-2 stay; everything freed lay above them
+    assert pool.used == 3 and pool.lanes[0].tokens == [1, 2, 3] and not pool.lanes[1].cells
+    _fill(pool, 1, [7, 8])
+    pool.evict(pool.lanes[1])  # a gap that llama.cpp may fill before its highest cells
+    _fill(pool, 2, [9])
+    assert not pool.keep_prefix(pool.lanes[0], 3)
+    assert pool.used == 0 and not pool.holes  # emptied instead: the next request starts at cell 0

@@ -225,3 +225,23 @@ def test_an_idle_deterministic_engine_answers_the_same_prompt_again_from_its_kep
         assert _logprobs(third) == _logprobs(first)
     finally:
         run(engine.close())
+
+
+def test_an_idle_deterministic_engine_reuses_whole_prompt_chunks_of_the_last_turn_bit_for_bit() -> None:
+    """One user chatting on an idle server: the next turn takes the previous prompt's whole chunks
+    (64 tokens here) from the pool and answers exactly as a read from an empty pool does."""
+    engine = _engine(deterministic=True, parallel=2, context_length=1024, batch_size=64)
+    assert engine.info.chat_template is not None
+    try:
+        first_turn = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTIONS[0]}]
+        answer = run(collect(engine, render_chat(engine.info.chat_template, first_turn), max_tokens=24))[1]
+        follow_up = [{"role": "assistant", "content": answer}, {"role": "user", "content": QUESTIONS[1]}]
+        second = render_chat(engine.info.chat_template, [*first_turn, *follow_up])
+        reused = run(collect(engine, second, logprobs=3, max_tokens=24))[0]
+        assert reused[-1].cached_tokens >= 128 and reused[-1].cached_tokens % 64 == 0
+        run(collect(engine, USER_TURN.format("Hi."), max_tokens=4))  # shares no whole chunk: empties it
+        fresh = run(collect(engine, second, logprobs=3, max_tokens=24))[0]
+        assert fresh[-1].cached_tokens == 0
+        assert _logprobs(reused) == _logprobs(fresh)
+    finally:
+        run(engine.close())

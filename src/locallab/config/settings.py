@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(10, ge=1, description="Requests a client may send at once before waiting.")
     threads: int = Field(
-        default_factory=_default_threads, ge=1, description="CPU threads for inference (default: all cores)."
+        default_factory=_default_threads,
+        ge=1,
+        description="CPU threads for inference (default: all cores). An embedding model reads passes on up "
+        "to 4 contexts side by side, one thread each.",
     )
     context_length: int = Field(
         4096,

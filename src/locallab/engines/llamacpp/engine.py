@@ -73,7 +73,8 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
         )
         self._preemptions = 0
         self._arrivals = 0
-        self._idle_layout = False  # deterministic mode: the pool is as an idle spell left it
+        self._idle_layout = False  # deterministic mode: the pool is as an idle spell left it...
+        self._kept: Lane | None = None  # ...holding this lane's prompt, or nothing
         self._piece_buf = make_piece_buffer()
         self._publish([])
         self._start_thread(f"llama.cpp:{native.info.name}")
@@ -201,11 +202,21 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
             key=lambda lane: lane.last_used,
             default=None,
         )
-        if kept is None:
+        if kept is None or not pool.keep_prefix(kept, kept.prompt_length):
             pool.clear()
-        else:
-            pool.keep_only(kept, kept.prompt_length)
+            kept = None
+        self._kept = kept
         self._idle_layout = True
+
+    def _idle_reuse(self, tokens: list[int]) -> int:
+        """Deterministic mode: how many of `tokens` a request on an idle server may take from the kept
+        prompt. A fresh read goes in chunks of the prompt budget from cell 0, so only whole chunks
+        that the kept prompt read with the same tokens are what a fresh read computes, bit for bit."""
+        kept = self._kept
+        if kept is None:
+            return 0
+        shared = min(common_prefix_length(kept.tokens, tokens), len(tokens) - 1)
+        return shared // self._batch_size * self._batch_size
 
     def _publish(self, active: list[Sequence]) -> None:
         pool = self._pool
@@ -277,7 +288,9 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
             self._idle_layout = False
             fresh = True
             if answered is None and pool.used:
-                pool.clear()
+                keep = self._idle_reuse(tokens)
+                if not (keep and self._kept is not None and pool.keep_prefix(self._kept, keep)):
+                    pool.clear()
         match = pool.longest_prefix(tokens)
         if answered is not None:  # the whole prompt and the logits that follow it
             match = PrefixMatch(answered.seq_id, len(tokens))

@@ -69,6 +69,9 @@ class KvPool:
         self.lanes = [Lane(i, []) for i in range(lanes)]
         self._root = Cell(-1, None, -1)
         self.used = 0
+        # A cell was freed since the pool was last laid out from cell 0: llama.cpp may then put new cells
+        # into the gap, so the layout is no longer what an empty pool would give.
+        self.holes = False
         self.evictions = 0  # cached lanes dropped to make room
         self._clock = 0
 
@@ -179,13 +182,22 @@ class KvPool:
             lane.prompt_logits = None
         self._root.children.clear()
         self.used = 0
+        self.holes = False
 
-    def keep_only(self, lane: Lane, length: int) -> None:
-        """Empties every other lane and cuts `lane` to its first `length` cells."""
+    def keep_prefix(self, lane: Lane, length: int) -> bool:
+        """Empties every other lane and cuts `lane` to its first `length` cells, for a lane whose cells
+        were placed first into an empty pool (cells 0, 1, 2, …). With no gap freed since then, what is
+        left is cells 0 to `length - 1` and llama.cpp's next free cell is `length`: the layout an empty
+        pool would have after reading those tokens. Otherwise it empties the pool and returns False."""
+        if self.holes:
+            self.clear()
+            return False
         for other in self.lanes:
             if other is not lane and other.cells:
                 self.truncate(other, 0)
         self.truncate(lane, length)
+        self.holes = False  # every cell freed was above the ones kept
+        return True
 
     def append(self, lane: Lane, token: int) -> None:
         """Records a token llama.cpp has just decoded for `lane` in a fresh cell."""
@@ -203,6 +215,7 @@ class KvPool:
         if cell.holders:
             return
         self.used -= 1
+        self.holes = True
         parent = cell.parent
         if parent is not None and parent.children.get(cell.token) is cell:
             del parent.children[cell.token]
