@@ -10,7 +10,7 @@ import pytest
 
 from locallab.engines.base import GenerationChunk
 from locallab.engines.llamacpp import LlamaCppEngine, load_llamacpp_engine
-from locallab.engines.llamacpp.engine import common_prefix_length
+from locallab.engines.llamacpp.kv_pool import common_prefix_length
 from locallab.services.chat_template import render_chat
 from tests.real_model import assert_same_greedy_text, collect, default_model_path, run
 

@@ -24,7 +24,8 @@ from locallab.engines.base import (
     KvPoolUsage,
     ModelInfo,
 )
-from locallab.engines.llamacpp.kv_pool import KvPool, Lane, PrefixMatch
+from locallab.engines.llamacpp.idle_layout import IdleLayout
+from locallab.engines.llamacpp.kv_pool import KvPool, Lane, PrefixMatch, common_prefix_length
 from locallab.engines.llamacpp.native import NativeModel, load_native_model, token_bytes, tokenize
 from locallab.engines.llamacpp.sampling import build_sampler, grammar_for, logits_at, token_logprob
 from locallab.engines.llamacpp.sequence import _NO_LANE, Sequence, make_piece_buffer
@@ -36,18 +37,6 @@ logger = logging.getLogger(__name__)
 # A request waits for a prompt being read when it would share at least this many more tokens with it:
 # below that, computing them again costs less than the wait.
 SHARE_WAIT_MIN = 32
-
-
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    """Length of the common start of two token lists (binary search over slice comparisons, done in C)."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
 
 
 class LlamaCppEngine(ThreadedEngine[Sequence]):
@@ -73,8 +62,7 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
         )
         self._preemptions = 0
         self._arrivals = 0
-        self._idle_layout = False  # deterministic mode: the pool is as an idle spell left it...
-        self._kept: Lane | None = None  # ...holding this lane's prompt, or nothing
+        self._idle = IdleLayout(batch_size)  # deterministic mode's pool between requests
         self._piece_buf = make_piece_buffer()
         self._publish([])
         self._start_thread(f"llama.cpp:{native.info.name}")
@@ -112,8 +100,8 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
                 idle = not active and not waiting
                 if idle and self._closing and self._incoming.empty():
                     return
-                if idle and self._deterministic and not self._idle_layout:
-                    self._settle_idle_pool(pool)
+                if idle and self._deterministic and not self._idle.settled:
+                    self._idle.settle(pool)
                     self._publish(active)
                 self._drain_incoming(waiting, block=idle)
                 for seq in [s for s in waiting if s.cancelled]:
@@ -191,33 +179,6 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
             seq.lane.prompt_logits = logits.copy()
             seq.lane.prompt_length = len(seq.tokens)
 
-    def _settle_idle_pool(self, pool: KvPool) -> None:
-        """Deterministic mode, nothing running: where llama.cpp puts a request's cells changes its
-        logits in the last bits (docs/features/performance.md), so an idle server lays its pool out as
-        an empty one would be. It keeps only the last prompt read alone from such a pool, at the cells
-        it was read into, with its logits: the same prompt again computes nothing; any other empties
-        the pool first (`_admit`)."""
-        kept = max(
-            (lane for lane in pool.lanes if lane.prompt_logits is not None),
-            key=lambda lane: lane.last_used,
-            default=None,
-        )
-        if kept is None or not pool.keep_prefix(kept, kept.prompt_length):
-            pool.clear()
-            kept = None
-        self._kept = kept
-        self._idle_layout = True
-
-    def _idle_reuse(self, tokens: list[int]) -> int:
-        """Deterministic mode: how many of `tokens` a request on an idle server may take from the kept
-        prompt. A fresh read goes in chunks of the prompt budget from cell 0, so only whole chunks
-        that the kept prompt read with the same tokens are what a fresh read computes, bit for bit."""
-        kept = self._kept
-        if kept is None:
-            return 0
-        shared = min(common_prefix_length(kept.tokens, tokens), len(tokens) - 1)
-        return shared // self._batch_size * self._batch_size
-
     def _publish(self, active: list[Sequence]) -> None:
         pool = self._pool
         self._active = len(active)
@@ -284,13 +245,9 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
         tokens = seq.tokens
         answered = pool.answered(tokens) if seq.preemptions == 0 else None
         fresh = False
-        if self._idle_layout and not active:  # deterministic mode, the first request after idling
-            self._idle_layout = False
+        if self._idle.settled and not active:  # deterministic mode, the first request after idling
+            self._idle.admit(pool, tokens, answered=answered is not None)
             fresh = True
-            if answered is None and pool.used:
-                keep = self._idle_reuse(tokens)
-                if not (keep and self._kept is not None and pool.keep_prefix(self._kept, keep)):
-                    pool.clear()
         match = pool.longest_prefix(tokens)
         if answered is not None:  # the whole prompt and the logits that follow it
             match = PrefixMatch(answered.seq_id, len(tokens))

@@ -19,6 +19,18 @@ from typing import Any
 import llama_cpp
 
 
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """Length of the common start of two token lists (binary search over slice comparisons, done in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 class Cell:
     """One KV cell: `token` at position `depth` (0-based), after the tokens on the path from the root."""
 
