@@ -97,7 +97,6 @@ class LlamaCppEmbedder:
             contexts.append(ctx)
         self._share = max(1, self._threads // len(contexts))  # cores of a pass beside others
         self._live = len(contexts)
-        self._threads_of: dict[int, int] = {}
         self._workers = [
             threading.Thread(
                 target=self._run,
@@ -193,15 +192,16 @@ class LlamaCppEmbedder:
     def _run(self, ctx: Any, index: int) -> None:
         batch = llama_cpp.llama_batch_init(self._batch_tokens, 0, 1)
         state = self._state
+        threads = 0  # the context's thread count, set before its first pass
         try:
             while True:
                 with state:
                     placed, cores = self._next_pass(batch, index)
                 if not placed:
                     return
-                if self._threads_of.get(index) != cores:
+                if threads != cores:
                     llama_cpp.llama_set_n_threads(ctx, cores, cores)
-                    self._threads_of[index] = cores
+                    threads = cores
                 rc = llama_cpp.llama_decode(ctx, batch)
                 vectors = self._read_vectors(ctx, len(placed)) if rc == 0 else None
                 with state:
