@@ -45,10 +45,14 @@ def test_chat_answers_streamed_and_not(client: ollama.Client) -> None:
 
 
 def test_generate_with_num_predict_stops_at_length(client: ollama.Client) -> None:
-    answer = client.generate(model=f"{MODEL}:latest", prompt="Count: 1, 2, 3,", options={"num_predict": 5})
+    answer = client.generate(
+        model=f"{MODEL}:latest", prompt="Count: 1, 2, 3,", options={"num_predict": 5, "temperature": 0}
+    )
     assert answer.model == f"{MODEL}:latest"
     assert answer.done_reason == "length" and answer.eval_count == 5 and answer.response
-    chunks = list(client.generate(model=MODEL, prompt="Hi", stream=True, options={"num_predict": 4}))
+    chunks = list(
+        client.generate(model=MODEL, prompt="Hi", stream=True, options={"num_predict": 4, "temperature": 0})
+    )
     assert chunks[-1].done and chunks[-1].eval_count == 4
 
 
@@ -125,7 +129,7 @@ def test_tools_give_calls_with_object_arguments_or_text(client: ollama.Client) -
 
 
 def test_raw_stream_is_ndjson_with_integer_durations(server: Server) -> None:
-    body = {"model": MODEL, "messages": HI, "options": {"num_predict": 8}}
+    body = {"model": MODEL, "messages": HI, "options": {"num_predict": 8, "temperature": 0}}
     with httpx.stream("POST", f"{server.url}/api/chat", json=body, timeout=120) as response:
         assert response.headers["content-type"] == "application/x-ndjson"
         lines = [json.loads(line) for line in response.iter_lines() if line]
