@@ -19,7 +19,7 @@ from locallab.config.catalog import CatalogEntry, ConvertedSource
 from locallab.config.settings import Settings
 from locallab.engines.base import Engine
 from locallab.engines.fake import FakeEmbedder, FakeEngine
-from locallab.services.registry import ResolvedModel
+from locallab.services.model_ids import ResolvedModel
 from tests.conftest import LiveServerFactory, wait_until_ready
 
 

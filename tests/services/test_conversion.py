@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from locallab.services.downloads import ConversionTarget, DownloadManager, PullProgress, parse_target
+from locallab.services.downloads import DownloadManager
+from locallab.services.pull_targets import ConversionTarget, PullProgress, parse_target
 from tests.embedding_model import MODEL_ID, entry
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from locallab.config.catalog import CatalogEntry, HubSource, PackageSource
 from locallab.errors import DownloadError, InvalidRequestError, ModelLoadError, ModelNotFoundError
-from locallab.services.downloads import PARTIAL_DIR, FolderTarget, PullTarget, fetch, parse_target
+from locallab.services.hub_files import PARTIAL_DIR, fetch
+from locallab.services.pull_targets import FolderTarget, PullTarget, parse_target
 from tests.hub_standin import HubStandIn
 from tests.real_model import default_model_path
 

@@ -40,8 +40,9 @@ from locallab.services.downloads import DownloadManager
 from locallab.services.embeddings import EmbeddingService
 from locallab.services.generation import GenerationLimits, GenerationService
 from locallab.services.metrics import Metrics
+from locallab.services.model_ids import ResolvedModel
 from locallab.services.readiness import ReadinessCheck
-from locallab.services.registry import EngineLoader, ModelRegistry, ResolvedModel
+from locallab.services.registry import EngineLoader, ModelRegistry
 from locallab.services.response_store import ResponseStore
 from locallab.services.stats import Stats
 from locallab.services.system import SystemInfo

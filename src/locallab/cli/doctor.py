@@ -29,7 +29,8 @@ from locallab.config.settings import Settings
 from locallab.config.tls import tls_problem
 from locallab.engines.base import Engine
 from locallab.errors import LocalLabError, ModelLoadError
-from locallab.services.registry import ModelRegistry, ResolvedModel
+from locallab.services.model_ids import ResolvedModel
+from locallab.services.registry import ModelRegistry
 
 Outcome = Literal["ok", "warn", "fail"]
 MB = 1_000_000

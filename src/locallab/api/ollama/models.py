@@ -32,13 +32,8 @@ from locallab.api.ollama.schemas import (
 from locallab.api.state import get_services
 from locallab.engines.base import Vectors
 from locallab.errors import DownloadError, InvalidRequestError, ModelNotFoundError
-from locallab.services.downloads import (
-    PullProgress,
-    PullTarget,
-    Target,
-    gguf_for_quantization,
-    parse_target,
-)
+from locallab.services.hub_files import gguf_for_quantization
+from locallab.services.pull_targets import PullProgress, PullTarget, Target, parse_target
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 _EMBED_OK: dict[int | str, dict[str, Any]] = {

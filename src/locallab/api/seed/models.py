@@ -27,7 +27,8 @@ from locallab.api.sse import sse_response
 from locallab.api.state import get_services
 from locallab.config.catalog import HubSource
 from locallab.errors import DownloadError, ModelNotFoundError, NoModelLoadedError
-from locallab.services.downloads import PullProgress, parse_target, size_on_disk
+from locallab.services.downloads import size_on_disk
+from locallab.services.pull_targets import PullProgress, parse_target
 
 router = APIRouter(prefix="/models", tags=["models"])
 
