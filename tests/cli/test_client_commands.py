@@ -168,6 +168,20 @@ def test_embed_reads_stdin_lines_and_prints_json(serve_app: LiveServerFactory) -
     assert refused.returncode == 1 and "empty string" in refused.stderr
 
 
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(serve_app: LiveServerFactory) -> None:
+    from locallab.engines.fake import FakeEmbedder
+
+    url = serve_app(FakeEmbedder())  # type: ignore[arg-type]
+    texts = [f"text {i}" for i in range(2000)]  # far more JSON than a pipe holds
+    command = [sys.executable, "-m", "locallab", "embed", "--url", url, "--model", "fake-chat", *texts]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as cli:
+        assert cli.stdout is not None and cli.stderr is not None
+        assert cli.stdout.read(10) == b'{"object":'  # like `| head -c 10`, then close the pipe
+        cli.stdout.close()
+        assert cli.wait(timeout=60) == 1
+        assert b"Traceback" not in cli.stderr.read()
+
+
 def test_chat_with_tools_shows_calls_and_sends_their_results(
     serve_app: LiveServerFactory, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import types
 import typing
@@ -192,6 +193,10 @@ def _run_client_command(args: argparse.Namespace) -> int:
             return 1
         except KeyboardInterrupt:
             return 130
+        except BrokenPipeError:  # `locallab embed ... | head`: the reader left; stop quietly
+            # Python would report the failed flush of stdout at exit: point stdout at /dev/null
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
