@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ def client(catalog: dict[str, CatalogEntry], tmp_path: Path, embedder: FakeEmbed
     models_dir = tmp_path / "models"
     models_dir.mkdir()
     (models_dir / "fake-embed.gguf").write_bytes(b"GGUF")  # "converted" already
+    (models_dir / "fake-matryoshka.gguf").write_bytes(b"GGUF")
     entries = dict(catalog)
     entries["fake-embed"] = CatalogEntry(
         id="fake-embed",
@@ -49,6 +51,12 @@ def client(catalog: dict[str, CatalogEntry], tmp_path: Path, embedder: FakeEmbed
         source=ConvertedSource(
             package="no_such_package_here", archive="model.zip", file="fake-embed.gguf", pip="x==1"
         ),
+    )
+    trained = ConvertedSource(
+        package="no_such_package", archive="m.zip", file="fake-matryoshka.gguf", pip="x==1"
+    )
+    entries["fake-matryoshka"] = replace(
+        entries["fake-embed"], id="fake-matryoshka", source=trained, matryoshka=True
     )
 
     def load(model: ResolvedModel) -> Engine:
@@ -165,18 +173,31 @@ def test_the_models_own_dimension_is_accepted(client: TestClient) -> None:
     assert embed(client, input="x y", dimensions=8).json()["data"][0]["embedding"] == full
 
 
-def test_dimensions_shortens_and_renormalises_alike_on_openais_and_ollamas_routes(
-    client: TestClient,
-) -> None:
+def test_dimensions_shortens_a_matryoshka_models_vectors_and_renormalises(client: TestClient) -> None:
     text = "a b c d e f g h a b"  # the fake's bag of words: every dimension non-zero, two larger
-    full = np.array(embed(client, input=text).json()["data"][0]["embedding"])
-    short = np.array(embed(client, input=text, dimensions=5).json()["data"][0]["embedding"])
+    full = np.array(embed(client, input=text, model="fake-matryoshka").json()["data"][0]["embedding"])
+    answer = embed(client, input=text, model="fake-matryoshka", dimensions=5)
+    assert answer.status_code == 200, answer.text
+    short = np.array(answer.json()["data"][0]["embedding"])
     assert short.shape == (5,) and abs(np.linalg.norm(short) - 1.0) < 1e-6
     assert np.allclose(short, full[:5] / np.linalg.norm(full[:5]), atol=1e-6)
     assert not np.allclose(short, full[:5], atol=1e-3)
+
+
+def test_other_models_refuse_shorter_vectors_on_openais_route_and_shorten_on_ollamas(
+    client: TestClient,
+) -> None:
+    refused = embed(client, input="x", dimensions=5)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "dimensions"
+    message = refused.json()["error"]["message"]
+    assert (
+        "not trained to make shorter vectors" in message and "send 8" in message and "/api/embed" in message
+    )
+    text = "a b c d e f g h a b"
+    full = np.array(embed(client, input=text).json()["data"][0]["embedding"])
     ollama = client.post("/api/embed", json={"model": "fake-embed", "input": [text], "dimensions": 5})
     assert ollama.status_code == 200, ollama.text
-    assert np.allclose(ollama.json()["embeddings"][0], short, atol=1e-6)
+    assert np.allclose(ollama.json()["embeddings"][0], full[:5] / np.linalg.norm(full[:5]), atol=1e-6)
     too_many = client.post("/api/embed", json={"model": "fake-embed", "input": "x", "dimensions": 9})
     assert too_many.status_code == 400 and "at most 8" in too_many.json()["error"]
 

@@ -93,3 +93,12 @@ def test_a_chat_model_asked_for_embeddings_names_the_embedding_model(pulled: Ser
     with openai.OpenAI(base_url=f"{pulled.url}/v1", api_key="x", max_retries=0) as client:
         with pytest.raises(openai.BadRequestError, match=MODEL_ID):
             client.embeddings.create(model="smollm2-135m-instruct", input="hi")
+
+
+def test_dimensions_takes_only_the_models_own_size_through_the_openai_client(pulled: Server) -> None:
+    with openai.OpenAI(base_url=f"{pulled.url}/v1", api_key="x", max_retries=0) as client:
+        full = client.embeddings.create(model=MODEL_ID, input="a cat", dimensions=384)
+        assert len(full.data[0].embedding) == 384
+        # all-MiniLM-L6-v2 was not trained to make shorter vectors (OpenAI's ada-002 answers alike)
+        with pytest.raises(openai.BadRequestError, match="not trained to make shorter vectors"):
+            client.embeddings.create(model=MODEL_ID, input="a cat", dimensions=64)

@@ -151,6 +151,8 @@ class CatalogEntry:
     sha256: str = ""  # of the model file, checked after every download
     chat_template: str | None = None  # for files whose metadata has none (base models)
     embedding: bool = False  # an embedding model (POST /v1/embeddings), not a text generator
+    # trained (Matryoshka) so that the first N values of a vector are a good embedding: OpenAI's `dimensions`
+    matryoshka: bool = False
 
 
 def _entry(raw: dict[str, Any]) -> CatalogEntry:

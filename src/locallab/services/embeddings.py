@@ -60,8 +60,11 @@ class EmbeddingService:
         *,
         truncate: bool = False,
         dimensions: int | None = None,
+        shorten_any: bool = False,
         keep_alive: float | None = None,
     ) -> Embeddings:
+        """`dimensions` shortens the vectors of models trained for it (the catalog's `matryoshka`);
+        `shorten_any` shortens any model's, as Ollama does, at a cost in quality."""
         self.check_inputs(texts)
         model = await self._registry.acquire(model_id, keep_alive)
         engine = model.engine
@@ -76,6 +79,13 @@ class EmbeddingService:
             raise InvalidRequestError(
                 f"dimensions: '{model.id}' makes vectors of {engine.dimensions} dimensions and cannot "
                 f"lengthen them to {dimensions}; send at most {engine.dimensions}, or leave dimensions out."
+            )
+        trained = model.entry is not None and model.entry.matryoshka
+        if dimensions is not None and dimensions < engine.dimensions and not (trained or shorten_any):
+            raise InvalidRequestError(
+                f"dimensions: '{model.id}' was not trained to make shorter vectors (Matryoshka models are), "
+                f"so it makes only vectors of {engine.dimensions}: send {engine.dimensions}, or leave "
+                "dimensions out. Ollama's POST /api/embed shortens any model's vectors, losing some quality."
             )
         tokens = await engine.tokenize_many(list(texts))
         limit = engine.context_length

@@ -195,7 +195,12 @@ async def _embed(
     result = await cancel_on_disconnect(
         request,
         services.embeddings.embed(
-            wire.model_id(name), texts, truncate=truncate, dimensions=dims, keep_alive=keep_alive
+            wire.model_id(name),
+            texts,
+            truncate=truncate,
+            dimensions=dims,
+            shorten_any=True,
+            keep_alive=keep_alive,
         ),
     )
     durations = timings.final(result.prompt_tokens, 0)

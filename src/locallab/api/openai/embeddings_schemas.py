@@ -31,8 +31,9 @@ class EmbeddingRequest(StrictBody):
     dimensions: int | None = Field(
         None,
         ge=1,
-        description="Shorter vectors: the first `dimensions` values of each, L2-normalised again (at most "
-        "the model's own dimension). Models trained for it (Matryoshka) lose little by it; others lose more.",
+        description="Shorter vectors from a model trained for them (Matryoshka, marked `matryoshka` in the "
+        "catalog): the first `dimensions` values of each, L2-normalised again. Other models take only their "
+        "own dimension (a 400 otherwise).",
     )
     user: str | None = Field(None, description="Accepted for compatibility; not used.")
     truncate: bool = Field(
