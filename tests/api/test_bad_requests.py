@@ -92,6 +92,44 @@ def test_bad_request_gets_a_clear_detail(
         assert word in r.json()["detail"]
 
 
+# (path, body, the field path the message must start with): a field's own name, never a union branch's
+# tag (a class name such as TextBlock), even when the field is called `model` or `function`
+FIELD_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("/v1/embeddings", {"input": "a"}, "model: this field is required"),
+    ("/v1/responses", {"input": "a"}, "model: this field is required"),
+    ("/api/embed", {"input": "a"}, "model: this field is required"),
+    (
+        "/v1/chat/completions",
+        {"model": "fake-chat", "messages": USER, "tools": [{"type": "function", "function": {}}]},
+        "tools[0].function.name: this field is required",
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": "fake-chat", "messages": USER, "tool_choice": {"type": "function", "function": {}}},
+        "tool_choice.function.name: this field is required",
+    ),
+    (
+        "/v1/messages",
+        {
+            "model": "fake-chat",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": [{"type": "text"}]}],
+        },
+        "messages[0].content[0].text: this field is required",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "message"), FIELD_CASES)
+def test_every_dialect_names_the_bad_field_as_the_user_wrote_it(
+    make_client: AppFactory, path: str, body: dict[str, Any], message: str
+) -> None:
+    r = make_client().post(path, json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["message"] if isinstance(error, dict) else error).startswith(message)
+
+
 def test_prompt_longer_than_the_context_is_refused_with_both_lengths(make_client: AppFactory) -> None:
     client = make_client(FakeEngine(context_length=50))
     r = client.post("/generate", json={"prompt": "x" * 80, "raw": True})

@@ -212,6 +212,22 @@ def test_bad_body_is_a_400_naming_the_field(make_client: AppFactory) -> None:
     assert response.status_code == 400 and "model" in response.json()["error"]
 
 
+def test_curl_dash_d_bodies_work_as_in_ollamas_docs_but_not_from_a_browser_page(
+    make_client: AppFactory,
+) -> None:
+    engine = FakeEngine([b"ok"])
+    client = make_client(engine)
+    body = json.dumps({**CHAT, "stream": False})
+    form = {"Content-Type": "application/x-www-form-urlencoded"}  # what `curl -d '{...}'` sends
+    answer = client.post("/api/chat", content=body, headers=form)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["message"]["content"] == "ok"
+    asked = len(engine.requests)
+    cross_site = client.post("/api/chat", content=body, headers={**form, "Origin": "https://evil.example"})
+    assert cross_site.status_code == 400 and "application/json" in cross_site.json()["error"]
+    assert len(engine.requests) == asked  # refused before any route ran
+
+
 def test_metrics_count_ollama_routes_by_their_own_label(make_client: AppFactory) -> None:
     client = make_client(FakeEngine())
     client.post("/api/chat", json=CHAT)

@@ -138,9 +138,10 @@ def _describe_input(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_TYPE_TAG = re.compile(
-    r"^(str|int|float|bool|none|dict|list|literal|constrained|function|json|model)\b|[\[\-]"
-)
+# Pydantic's union branch tags: a bare scalar type, a class name ("TextBlock"), or a generic one
+# ("list[TextPart]", "literal['auto']", "function-after[...]", "constrained-str"). Field names such as
+# `model` or `function` are never tags.
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|bytes)$|^[A-Z]|[\[\-]")
 
 
 def _field_loc(error: dict[str, Any]) -> list[str]:

@@ -1,7 +1,10 @@
 """Request bodies: JSON only, no larger than LOCALLAB_MAX_BODY_BYTES, and sent within 30 seconds.
 
 A body sent as text/plain or as a form is what a browser sends cross-site without asking first (a
-"simple request"), so such a request is refused before any route runs: no side effect.
+"simple request"), so such a request is refused before any route runs: no side effect. One exception:
+Ollama's routes (/api/...) read such a body as JSON when no Origin header came with it, since Ollama's
+own documentation sends JSON with `curl -d` (a form content type) and a browser always sends Origin
+with a POST.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _ollama_without_origin(scope: Scope) -> bool:
+    return str(scope.get("path", "")).startswith("/api/") and _header(scope, b"origin") is None
+
+
+def _as_json(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
+
+
 class BodyGuardMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float = 30.0) -> None:
         self.app = app
@@ -36,13 +47,16 @@ class BodyGuardMiddleware:
         content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
         length = _header(scope, b"content-length")
         if content_type and content_type != "application/json" and not content_type.endswith("+json"):
-            await send_error(
-                scope,
-                send,
-                400,
-                f"Send the body as JSON with 'Content-Type: application/json', not '{content_type}'.",
-            )
-            return
+            if _ollama_without_origin(scope):
+                scope = {**scope, "headers": _as_json(scope["headers"])}
+            else:
+                await send_error(
+                    scope,
+                    send,
+                    400,
+                    f"Send the body as JSON with 'Content-Type: application/json', not '{content_type}'.",
+                )
+                return
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await send_error(scope, send, 413, self._too_large())
             return
