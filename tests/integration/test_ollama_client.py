@@ -163,7 +163,9 @@ def test_langchain_chat_ollama_streams_with_usage(server: Server) -> None:
     assert answer.response_metadata["done_reason"] in ("stop", "length")
 
 
-def test_pull_embed_ps_unload_and_delete(client: ollama.Client) -> None:
+def test_pull_embed_ps_unload_and_delete(client: ollama.Client, server: Server) -> None:
+    from langchain_ollama import OllamaEmbeddings
+
     progress = list(client.pull(EMBEDDER, stream=True))
     assert progress[0].status == "pulling manifest" and progress[-1].status == "success"
     vectors = np.array(client.embed(model=EMBEDDER, input=["a cat", "a dog"]).embeddings)
@@ -173,6 +175,12 @@ def test_pull_embed_ps_unload_and_delete(client: ollama.Client) -> None:
     assert short.shape == (1, 64) and np.allclose(short[0], head / np.linalg.norm(head), atol=1e-5)
     legacy = client.embeddings(model=EMBEDDER, prompt="a cat")
     assert np.allclose(legacy.embedding, vectors[0], atol=1e-6)
+    retriever = OllamaEmbeddings(model=EMBEDDER, base_url=server.url)  # what a LangChain RAG app uses
+    try:
+        assert np.allclose(retriever.embed_documents(["a cat", "a dog"]), vectors, atol=1e-5)
+        assert np.allclose(retriever.embed_query("a dog"), vectors[1], atol=1e-5)
+    finally:
+        retriever._client.close()  # LangChain never closes its ollama.Client
     assert f"{EMBEDDER}:latest" in [m.model for m in client.ps().models]
     unloaded = client.generate(model=EMBEDDER, keep_alive=0)
     assert unloaded.done_reason == "unload"
