@@ -14,7 +14,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from locallab.api.errors import send_error
+from locallab.api.errors import OLLAMA_PREFIX, send_error
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -27,7 +27,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _ollama_without_origin(scope: Scope) -> bool:
-    return str(scope.get("path", "")).startswith("/api/") and _header(scope, b"origin") is None
+    return str(scope.get("path", "")).startswith(OLLAMA_PREFIX) and _header(scope, b"origin") is None
 
 
 def _as_json(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
