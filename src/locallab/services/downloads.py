@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +17,15 @@ from locallab.engines.bert_gguf import ConversionCancelled
 from locallab.errors import InvalidRequestError, LocalLabError
 from locallab.services.conversion import convert_packaged
 from locallab.services.hub_files import PullCancelled, fetch, fetch_folder, sha256_of
-from locallab.services.pull_targets import ConversionTarget, FolderTarget, PullProgress, PullStatus, Target
+from locallab.services.pull_targets import (
+    ConversionTarget,
+    Fetched,
+    FolderTarget,
+    PullProgress,
+    PullReport,
+    PullStatus,
+    Target,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +33,9 @@ logger = logging.getLogger(__name__)
 def _convert(
     target: ConversionTarget,
     models_dir: Path,
-    report: Callable[[PullStatus, int, int | None], None],
+    report: PullReport,
     cancel: threading.Event,
-) -> tuple[Path, str, bool]:
+) -> Fetched:
     """Blocking: converts the packaged model (progress in bytes of tensors written). No published
     checksum exists for a converted file: its sha256 is reported, unverified."""
     report("converting", 0, None)

@@ -30,7 +30,7 @@ from locallab.errors import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from locallab.services.pull_targets import FolderTarget, PullStatus, PullTarget
+from locallab.services.pull_targets import Fetched, FolderTarget, PullReport, PullTarget
 
 logger = logging.getLogger(__name__)
 
@@ -191,9 +191,9 @@ def _check_disk(needed: int, models_dir: Path, name: str) -> None:
 def fetch(
     target: PullTarget,
     models_dir: Path,
-    report: Callable[[PullStatus, int, int | None], None],
+    report: PullReport,
     cancel: threading.Event,
-) -> tuple[Path, str, bool]:
+) -> Fetched:
     """Blocking: downloads (or resumes) `target`, verifies it and moves it into place. Returns the path,
     its sha256, and whether that matched a known checksum (the catalog's, else the Hub's)."""
     hub = _Hub()
@@ -238,9 +238,9 @@ FOLDER_FILES = re.compile(
 def fetch_folder(
     target: FolderTarget,
     models_dir: Path,
-    report: Callable[[PullStatus, int, int | None], None],
+    report: PullReport,
     cancel: threading.Event,
-) -> tuple[Path, str, bool]:
+) -> Fetched:
     """Blocking: downloads a transformers model (config, tokenizer, safetensors weights) into
     `<models_dir>/<owner>--<repo>`, which appears only once every file is complete. Returns the folder,
     no single sha256 (""), and whether every weight file's sha256 matched the Hub's."""

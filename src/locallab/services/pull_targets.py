@@ -5,7 +5,9 @@ reports (`PullProgress`), as the API streams it."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from locallab.config.catalog import CatalogEntry, ConvertedSource, HubSource
@@ -16,6 +18,10 @@ _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _FILE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 
 PullStatus = Literal["starting", "downloading", "converting", "verifying", "success", "error"]
+# Called from a pull's worker thread: (status, bytes done, bytes in all if known).
+PullReport = Callable[[PullStatus, int, int | None], None]
+# A finished pull: the file or folder, its sha256 ("" for a folder), whether a known checksum matched.
+Fetched = tuple[Path, str, bool]
 
 
 @dataclass(frozen=True)
