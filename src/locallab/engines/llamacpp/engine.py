@@ -248,11 +248,11 @@ class LlamaCppEngine(ThreadedEngine[Sequence]):
         if self._idle.settled and not active:  # deterministic mode, the first request after idling
             self._idle.admit(pool, tokens, answered=answered is not None)
             fresh = True
-        match = pool.longest_prefix(tokens)
         if answered is not None:  # the whole prompt and the logits that follow it
-            match = PrefixMatch(answered.seq_id, len(tokens))
+            match: PrefixMatch | None = PrefixMatch(answered.seq_id, len(tokens))
             reuse = len(tokens)
         else:
+            match = pool.longest_prefix(tokens)
             reuse = 0 if match is None else min(match.length, len(tokens) - 1)  # the last gives logits
         shared = pool.lanes[match.source].cells[:reuse] if match is not None else []
         if active and pool.pinned(shared) + len(tokens) - reuse + len(active) > pool.size:

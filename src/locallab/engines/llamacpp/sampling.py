@@ -65,11 +65,10 @@ class SequenceSampler:
         from the same logits in the context, accepted by chain and grammar alike."""
         if self.plain_greedy:
             return int(np.argmax(logits))  # the first of equal maxima, as llama.cpp's greedy sampler
+        token = self._pick(logits, with_grammar=False)
         if self.grammar is None:
-            token = self._pick(logits, with_grammar=False)
             llama_cpp.llama_sampler_accept(self.chain, token)
             return token
-        token = self._pick(logits, with_grammar=False)
         self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
         self._one_array.size, self._one_array.selected, self._one_array.sorted = 1, -1, False
         llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(self._one_array))
